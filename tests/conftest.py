@@ -1,0 +1,28 @@
+"""Shared test helpers: paths to the fixtures and to the reference data beside the project."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).resolve().parent / "data"
+# The original NCRF's data files (annotation JSONs, validation coordinate lists) live beside the project in
+# ../shared on the development machines; a user's clone has no ../shared and those tests skip.
+SHARED = Path(os.environ.get("NCRF_SHARED", ROOT.parent / "shared"))
+NCRF_REFERENCE = SHARED / "ncrf-reference"
+
+requires_reference = pytest.mark.skipif(
+    not NCRF_REFERENCE.is_dir(), reason=f"reference data not found at {NCRF_REFERENCE} (skip: ../shared absent)"
+)
+
+
+def data_path(name):
+    """Path of a committed test fixture under tests/data."""
+    return DATA / name
+
+
+@pytest.fixture
+def cmu_svs():
+    """The real H&E crop (CMU-1, CC0, OpenSlide test data): 2220×2967 px at 0.499 µm/px, one level."""
+    return data_path("cmu_small_region.svs")

@@ -1,0 +1,1 @@
+"""Slides, annotations, tissue masks and datasets."""

@@ -1,0 +1,118 @@
+"""Write OpenSlide-readable pyramidal TIFFs, tile by tile, with little memory.
+
+OpenSlide's generic-TIFF driver sees the reduced levels only when every page after the first has
+``subfiletype=1`` (reduced image), is tiled, and is ``photometric='rgb'`` (or grey, for masks). The resolution
+is written in centimetres so that OpenSlide reports ``openslide.mpp-x``.
+
+Content comes from a ``render(level, x, y, width, height)`` callable that returns the pixels of one tile of one
+level, ``[height, width, channels]`` uint8 in that level's pixel coordinates (x, y = column, row of the tile's
+top-left corner). Rendering every level directly (rather than down-sampling level 0 in memory) keeps memory
+bounded by one tile whatever the slide size.
+"""
+
+import math
+
+import numpy as np
+import tifffile
+
+from wsi.fileio import atomic_path
+
+
+def pyramid_dimensions(width, height, min_size=16, max_levels=10):
+    """Sizes (width, height) of each level: level k is level 0 divided by 2**k, rounded up.
+
+    Levels stop once the larger side would fall under ``min_size`` or after ``max_levels`` levels.
+    """
+    dims = [(int(width), int(height))]
+    while len(dims) < max_levels:
+        w, h = dims[-1]
+        nw, nh = math.ceil(w / 2), math.ceil(h / 2)
+        if max(nw, nh) < min_size or (nw, nh) == (w, h):
+            break
+        dims.append((nw, nh))
+    return dims
+
+
+def write_pyramid(path, render, width, height, *, channels=3, mpp=0.243, tile_size=256, compression="jpeg",
+                  min_size=16, max_levels=10, progress=None):
+    """Write a tiled pyramidal TIFF that OpenSlide opens with every level.
+
+    Parameters
+    ----------
+    path : str or Path
+        Output file; written to a temporary name and renamed into place.
+    render : callable ``(level, x, y, w, h) -> ndarray [h, w, channels] uint8``
+        The pixels of one tile of one level, in that level's coordinates.
+    width, height : int
+        Level-0 size in pixels.
+    channels : 3 for RGB slides, 1 for grey masks.
+    mpp : microns per level-0 pixel, written as the TIFF resolution in pixels per centimetre.
+    compression : ``'jpeg'`` (lossy, for slides) or ``'zlib'`` (lossless, for masks); any tifffile codec.
+    progress : optional callable called with the number of tiles written after each tile.
+
+    Returns the list of level sizes (width, height).
+    """
+    dims = pyramid_dimensions(width, height, min_size=min_size, max_levels=max_levels)
+    photometric = "rgb" if channels == 3 else "minisblack"
+    shape_tail = (channels,) if channels == 3 else ()
+    pixels_per_cm = 1e4 / mpp
+
+    def tiles(level, level_w, level_h):
+        for y in range(0, level_h, tile_size):
+            for x in range(0, level_w, tile_size):
+                w, h = min(tile_size, level_w - x), min(tile_size, level_h - y)
+                block = np.asarray(render(level, x, y, w, h), dtype=np.uint8)
+                block = block.reshape((h, w) + shape_tail)
+                tile = np.zeros((tile_size, tile_size) + shape_tail, np.uint8)
+                tile[:h, :w] = block
+                if progress is not None:
+                    progress(1)
+                yield tile
+
+    with atomic_path(path) as tmp:
+        bigtiff = width * height * channels > 2**31
+        with tifffile.TiffWriter(tmp, bigtiff=bigtiff) as tif:
+            for level, (level_w, level_h) in enumerate(dims):
+                tif.write(
+                    tiles(level, level_w, level_h),
+                    shape=(level_h, level_w) + shape_tail,
+                    dtype=np.uint8,
+                    tile=(tile_size, tile_size),
+                    photometric=photometric,
+                    compression=compression,
+                    subfiletype=0 if level == 0 else 1,
+                    resolution=(pixels_per_cm / dims[0][0] * level_w, pixels_per_cm / dims[0][1] * level_h),
+                    resolutionunit="CENTIMETER",
+                    metadata=None,
+                )
+    return dims
+
+
+def write_pyramid_from_array(path, image, *, mpp=0.243, compression="jpeg", **kwargs):
+    """Write an in-memory image ``[h, w, 3]`` or ``[h, w]`` uint8 as a pyramid (tests, small crops).
+
+    Reduced levels are area averages of level 0 (nearest for masks written with ``compression='zlib'``
+    would keep labels; pass ``resample='nearest'`` for that).
+    """
+    from skimage.transform import resize
+
+    resample = kwargs.pop("resample", "area")
+    image = np.asarray(image, dtype=np.uint8)
+    height, width = image.shape[:2]
+    channels = 3 if image.ndim == 3 else 1
+    dims = pyramid_dimensions(width, height, **{k: kwargs[k] for k in ("min_size", "max_levels") if k in kwargs})
+    levels = [image]
+    for level_w, level_h in dims[1:]:
+        if resample == "nearest":
+            ys = (np.arange(level_h) * height // level_h)
+            xs = (np.arange(level_w) * width // level_w)
+            levels.append(image[ys][:, xs])
+        else:
+            levels.append(resize(image, (level_h, level_w) + image.shape[2:], order=1, anti_aliasing=True,
+                                 preserve_range=True).round().astype(np.uint8))
+
+    def render(level, x, y, w, h):
+        return levels[level][y:y + h, x:x + w]
+
+    return write_pyramid(path, render, width, height, channels=channels, mpp=mpp, compression=compression,
+                         **kwargs)
