@@ -6,6 +6,7 @@ A script builds its parser in ``get_args_parser()``, does its work in ``run(args
 
 import logging
 import sys
+from pathlib import Path
 
 from wsi.errors import WSIError
 
@@ -28,6 +29,8 @@ def run_command(run, args, prog=None):
     Returns the exit status: ``run``'s integer return value, or 0 when it returns None.
     """
     prog = prog or getattr(run, "__module__", "wsi").rsplit(".", 1)[-1]
+    if prog == "__main__":  # run as `python wsi/bin/<name>.py` or `python -m wsi.bin.<name>`: name the script
+        prog = Path(sys.argv[0]).stem or "wsi"
     setup_logging()
     try:
         status = run(args)

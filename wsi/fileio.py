@@ -26,6 +26,10 @@ def atomic_path(path):
     tmp = Path(tmp)
     try:
         yield tmp
+        # mkstemp creates the file private (0600); give it the permissions a plain open() would have.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     finally:
         if tmp.exists():

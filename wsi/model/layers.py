@@ -39,9 +39,15 @@ class CRF(nn.Module):
         Returns the refined logits with the shape of ``logits``.
         """
         shape, dtype = logits.shape, logits.dtype
-        # Float32 inside: bfloat16 cosine similarities and sums of 9 terms lose too much precision.
-        feats = feats.float()
-        unary = logits.float().reshape(feats.shape[0], self.num_nodes, 1)
+        # Float32 inside: bfloat16 cosine similarities and sums of 9 terms lose too much precision. Autocast is
+        # switched off here, or it would run the float32 matmul below in bfloat16/float16 again.
+        with torch.autocast(feats.device.type, enabled=False):
+            z = self._mean_field(feats.float(), logits.float())
+        return z.reshape(shape).to(dtype)
+
+    def _mean_field(self, feats, logits):
+        """Float32 mean-field inference: ``feats`` ``[B, N, D]``, ``logits`` with B·N elements → ``[B, N, 1]``."""
+        unary = logits.reshape(feats.shape[0], self.num_nodes, 1)
         norms = feats.norm(dim=2, keepdim=True)
         # An all-zero embedding (possible after ReLU + pooling) has no direction: its similarity is 0, not NaN.
         similarity = feats @ feats.transpose(1, 2) / (norms @ norms.transpose(1, 2)).clamp_min(1e-12)
@@ -51,7 +57,7 @@ class CRF(nn.Module):
         for _ in range(self.iteration):
             marginals = torch.sigmoid(z).transpose(1, 2)  # [B, 1, N]: p_j along the last axis
             z = unary + (pairwise * (2 * marginals - 1)).sum(dim=2, keepdim=True)
-        return z.reshape(shape).to(dtype)
+        return z
 
     def extra_repr(self):
         return f"num_nodes={self.num_nodes}, iteration={self.iteration}"

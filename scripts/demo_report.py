@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""Summary of a demo run (scripts/demo.sh): FROC and slide AUC per model, time per stage, where outputs lie.
+
+Usage: ``python scripts/demo_report.py DEMO_DIR TAG [TAG ...]`` with TAG a model's name in the run (``crf``,
+``base``, ``crf_untrained``, ...). Reads ``DEMO_DIR/results/<TAG>_froc.json`` (Evaluation_FROC.py --json),
+``<TAG>_slide_scores.csv`` (slide_auc.py) and ``timings.tsv`` (demo.sh); prints a plain-text table.
+"""
+import csv
+import json
+import sys
+from pathlib import Path
+
+from sklearn.metrics import roc_auc_score
+
+NAMES = {"crf": "NCRF (ResNet-18 + CRF)", "base": "ResNet-18 baseline"}
+
+
+def slide_auc(path):
+    """ROC AUC of the slide scores CSV (slide,score,label with a header), tumour positive; None with one class."""
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    labels = [row["label"] == "Tumor" for row in rows]
+    if len(set(labels)) < 2:
+        return None
+    return roc_auc_score(labels, [float(row["score"]) for row in rows])
+
+
+def main(argv):
+    demo_dir, tags = Path(argv[0]), argv[1:]
+    results = demo_dir / "results"
+    lines = ["", "Results on the synthetic test slides",
+             f"{'model':<36} {'FROC':>6} {'AUC':>6} {'lesions found':>14} {'FPs':>5}"]
+    for tag in tags:
+        froc = json.loads((results / f"{tag}_froc.json").read_text())
+        auc = slide_auc(results / f"{tag}_slide_scores.csv")
+        kind, _, untrained = tag.partition("_")
+        name = NAMES.get(kind, kind) + (" untrained" if untrained else "")
+        # Lesions hit and false positives among the detections of probability >= 0.5 (the CSVs may hold
+        # lower ones: the FROC sweeps every threshold).
+        found = sum(1 for s in froc["slides"].values() for v in s["detection_summary"].values() if v and v[0] >= 0.5)
+        fps = sum(1 for s in froc["slides"].values() for v in s["fp_summary"].values() if v[0] >= 0.5)
+        auc_text = "  n/a" if auc is None else f"{auc:6.3f}"
+        found_text = f"{found}/{froc['num_tumours']}"
+        lines.append(f"{name:<36} {froc['froc']:6.3f} {auc_text:>6} {found_text:>14} {fps:>5}")
+    lines.append("(lesions found and FPs: detections of probability >= 0.5; AUC: slide score = the map's maximum)")
+    lines += ["", "Time per stage (s)"]
+    total = 0.0
+    with open(results / "timings.tsv") as handle:
+        for row in csv.reader(handle, delimiter="\t"):
+            lines.append(f"  {row[0]:<30} {float(row[1]):7.1f}")
+            total += float(row[1])
+    lines.append(f"  {'total':<30} {total:7.1f}")
+    d = str(demo_dir)
+    first = tags[0]
+    lines += ["", "Outputs",
+              f"  {d}/train, {d}/test          synthetic slides (.tif), ASAP XML, test labels reference.csv",
+              f"  {d}/jsons                    annotation JSONs",
+              f"  {d}/coords                   coordinate lists tumor/normal_train/valid.txt",
+              f"  {d}/configs                  the run's configs (configs/demo_*.json with its paths)",
+              f"  {d}/runs/<model>             checkpoints best.ckpt, train.ckpt, cfg.json, tensorboard events",
+              f"  {d}/tissue_masks             tissue masks <slide>.npy ([x, y] bool, level 6)",
+              f"  {d}/gt_masks                 ground-truth masks <slide>.tif (tumour 255)",
+              f"  {d}/probs/<model>            probability maps <slide>.npy ([x, y] float64, level 6)",
+              f"  {d}/csv/<model>              detections <slide>.csv (prob,x,y at level 0)",
+              f"  {d}/results                  <model>_froc.json/.png, <model>_slide_scores.csv, timings.tsv",
+              f"  {d}/export/<model>           heatmap .png, QuPath .geojson, ASAP .xml per slide",
+              f"  {d}/logs                     each stage's log",
+              f"  models: {', '.join(tags)}   (e.g. {d}/export/{first}/)"]
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

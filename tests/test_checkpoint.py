@@ -1,0 +1,325 @@
+"""Checkpoints: ours round-trip and resume; the original NCRF's (PyTorch 0.3 legacy format) load as they are."""
+
+import argparse
+import copy
+import logging
+import pickle
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+
+from wsi.errors import WSIError
+from wsi.model import MODELS, build_model
+from wsi.model.checkpoint import CheckpointError, load_checkpoint, load_model, load_model_state, save_checkpoint
+
+CROP = 32
+CFG_CRF = {"model": "resnet18", "use_crf": True, "image_size": 768, "patch_size": 256, "crop_size": 224}
+CFG_BASE = {**CFG_CRF, "use_crf": False}
+
+# ------------------------------------------------------------------------ a PyTorch 0.3.1 `torch.save`, by hand
+# torch 0.3 wrote the legacy format: three small pickles (magic number, protocol 1001, system info), the pickled
+# object whose tensors are `torch._utils._rebuild_tensor(storage, offset, size, stride)` (no `_v2`) with storages
+# as persistent ids ('storage', <storage class>, key, location, numel, None), the pickled list of storage keys,
+# then for each storage its element count (int64) and raw bytes. The NCRF checkpoints were saved from GPUs, so the
+# storage classes are torch.cuda.*Storage at 'cuda:0'; the state_dict is a plain OrderedDict (no `_metadata`).
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+_CUDA_STORAGE = {torch.float32: torch.cuda.FloatStorage, torch.int64: torch.cuda.LongStorage}
+
+
+class _LegacyStorage:
+    def __init__(self, key, tensor):
+        self.key, self.tensor = key, tensor
+
+
+def write_torch03_checkpoint(path, obj):
+    """Write ``obj`` as PyTorch 0.3.1 did (legacy format, pickle protocol 2, CUDA storages)."""
+    storages = []
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            if isinstance(obj, _LegacyStorage):
+                return ("storage", _CUDA_STORAGE[obj.tensor.dtype], obj.key, "cuda:0", obj.tensor.numel(), None)
+            return None
+
+        def reducer_override(self, obj):
+            if isinstance(obj, torch.Tensor):
+                tensor = obj.detach().cpu().contiguous()
+                storage = _LegacyStorage(str(len(storages)), tensor)
+                storages.append(storage)
+                return torch._utils._rebuild_tensor, (storage, 0, tuple(tensor.shape), tuple(tensor.stride()))
+            return NotImplemented
+
+    with open(path, "wb") as handle:
+        pickle.dump(_LEGACY_MAGIC, handle, protocol=2)
+        pickle.dump(1001, handle, protocol=2)
+        sys_info = {"protocol_version": 1001, "little_endian": True, "type_sizes": {"short": 2, "int": 4, "long": 8}}
+        pickle.dump(sys_info, handle, protocol=2)
+        Pickler(handle, protocol=2).dump(obj)
+        storages.sort(key=lambda s: s.key)
+        pickle.dump([s.key for s in storages], handle, protocol=2)
+        for storage in storages:
+            handle.write(storage.tensor.numel().to_bytes(8, "little"))
+            handle.write(storage.tensor.numpy().tobytes())
+
+
+def original_state_dict(model, prefix=""):
+    """``model``'s state_dict as the original's checkpoints hold it: no BN counters, a fresh OrderedDict without
+    the ``_metadata`` versions PyTorch ≥ 0.4 attaches, optionally a ``module.`` prefix."""
+    return OrderedDict(
+        (prefix + k, v.clone()) for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")
+    )
+
+
+# ------------------------------------------------------------------------------------------------------ fixtures
+
+
+def _randomise(model, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if name.endswith("running_var"):
+                tensor.copy_(0.5 + torch.rand(tensor.shape, generator=gen))
+            elif name.endswith(("running_mean", ".bias")) or name == "crf.W":
+                tensor.copy_(torch.rand(tensor.shape, generator=gen) - 0.5)
+    return model
+
+
+@pytest.fixture(scope="module")
+def crf_model():
+    torch.manual_seed(0)
+    return _randomise(MODELS["resnet18"](num_nodes=9)).eval()
+
+
+@pytest.fixture(scope="module")
+def grids():
+    return torch.rand(2, 9, 3, CROP, CROP, generator=torch.Generator().manual_seed(1)) * 2 - 1
+
+
+def _logits(model, grids):
+    with torch.no_grad():
+        return model.eval()(grids)
+
+
+@pytest.fixture(scope="module")
+def reference(crf_model, grids):
+    """The logits of ``crf_model`` on ``grids``: what a reloaded copy must give."""
+    return _logits(crf_model, grids)
+
+
+def _one_line(err):
+    message = str(err.value)
+    assert "\n" not in message and message
+    return message
+
+
+# ------------------------------------------------------------------------------------------------------ our own
+
+
+def test_save_and_load_round_trip(tmp_path, crf_model, grids, reference):
+    optimizer = torch.optim.SGD(crf_model.parameters(), lr=1e-3, momentum=0.9)
+    path = save_checkpoint(
+        tmp_path / "run" / "best.ckpt",
+        crf_model,
+        epoch=3,
+        step=60_000,
+        optimizer=optimizer,
+        best_valid_loss=np.float64(0.25),
+        cfg=CFG_CRF,
+        args=argparse.Namespace(device="cpu", seed=0),
+        save_path=tmp_path / "run",
+    )
+    assert path == tmp_path / "run" / "best.ckpt" and path.is_file()
+    assert [p.name for p in path.parent.iterdir()] == ["best.ckpt"]  # no temporary file left behind
+
+    # Plain data only: it loads with torch's weights-only unpickler, no fallback needed.
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    assert list(raw)[:6] == ["epoch", "step", "state_dict", "optimizer", "best_valid_loss", "cfg"]
+    assert raw["epoch"] == 3 and raw["step"] == 60_000 and raw["best_valid_loss"] == 0.25
+    assert raw["cfg"] == CFG_CRF and raw["args"] == {"device": "cpu", "seed": 0}
+    assert raw["save_path"] == str(tmp_path / "run")
+    assert raw["optimizer"]["param_groups"][0]["momentum"] == 0.9
+
+    ckpt = load_checkpoint(path)
+    assert set(ckpt["state_dict"]) == set(crf_model.state_dict())
+    model = load_model(path, CFG_CRF)
+    assert not model.training
+    torch.testing.assert_close(_logits(model, grids), reference, atol=0, rtol=0)
+
+
+def test_wrapped_models_are_saved_without_module_prefix(tmp_path, crf_model):
+    wrapped = torch.nn.DataParallel(crf_model)  # a CPU-only DataParallel simply holds .module
+    assert all(k.startswith("module.") for k in wrapped.state_dict())
+    path = save_checkpoint(tmp_path / "train.ckpt", wrapped, epoch=1, step=1)
+    assert list(torch.load(path, weights_only=True)["state_dict"]) == list(crf_model.state_dict())
+
+
+def test_resume_restores_the_optimizer(tmp_path, grids):
+    torch.manual_seed(0)
+    model = MODELS["resnet18"](num_nodes=9)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    grid, target = grids[:1], torch.zeros(1, 9)
+
+    def step(model, optimizer):
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model.train()(grid), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    step(model, optimizer)
+    path = save_checkpoint(tmp_path / "train.ckpt", model, epoch=1, step=1, optimizer=optimizer, cfg=CFG_CRF)
+    ckpt = load_checkpoint(path)
+    resumed = build_model(ckpt["cfg"])
+    load_model_state(resumed, ckpt["state_dict"])
+    resumed_optimizer = torch.optim.SGD(resumed.parameters(), lr=1e-3, momentum=0.9)
+    resumed_optimizer.load_state_dict(ckpt["optimizer"])
+    step(model, optimizer)
+    step(resumed, resumed_optimizer)  # the momentum buffers make this step equal to the uninterrupted one
+    for (name, a), b in zip(model.state_dict().items(), resumed.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)
+
+
+def test_failed_save_leaves_no_file(tmp_path, crf_model):
+    with pytest.raises(Exception):
+        save_checkpoint(tmp_path / "best.ckpt", crf_model, epoch=1, step=1, hook=lambda: None)  # not picklable
+    assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------------------------- the original's
+
+
+@pytest.mark.parametrize("prefix", ["", "module."])
+def test_torch03_checkpoint_loads_and_gives_the_same_logits(tmp_path, crf_model, grids, reference, prefix, caplog):
+    path = tmp_path / "resnet18_crf.ckpt"
+    write_torch03_checkpoint(path, {"epoch": 20, "step": 400_000, "state_dict": original_state_dict(crf_model, prefix)})
+    with caplog.at_level(logging.WARNING):
+        ckpt = load_checkpoint(path)
+    assert not caplog.records  # loaded by the weights-only unpickler, without falling back
+    assert (ckpt["epoch"], ckpt["step"]) == (20, 400_000)
+    assert len(ckpt["state_dict"]) == 103 and "crf.W" in ckpt["state_dict"]
+    model = load_model(path, CFG_CRF)
+    torch.testing.assert_close(_logits(model, grids), reference, atol=0, rtol=0)
+    assert all(model.state_dict()[k].item() == 0 for k in model.state_dict() if k.endswith("num_batches_tracked"))
+
+
+def test_legacy_serialization_checkpoint_loads(tmp_path, crf_model, grids, reference):
+    # The same file layout written by today's torch.save in its legacy (pre-zip) format.
+    path = tmp_path / "legacy.ckpt"
+    state = {"epoch": 1, "step": 10, "state_dict": original_state_dict(crf_model, "module.")}
+    torch.save(state, path, _use_new_zipfile_serialization=False)
+    assert not __import__("zipfile").is_zipfile(path)
+    model = load_model(path, CFG_CRF)
+    torch.testing.assert_close(_logits(model, grids), reference, atol=0, rtol=0)
+
+
+def test_base_checkpoint_loads_into_base_config(tmp_path, grids):
+    torch.manual_seed(1)
+    base = _randomise(MODELS["resnet18"](num_nodes=9, use_crf=False)).eval()
+    path = tmp_path / "resnet18_base.ckpt"
+    write_torch03_checkpoint(path, {"epoch": 5, "step": 100, "state_dict": original_state_dict(base)})
+    assert len(load_checkpoint(path)["state_dict"]) == 102
+    torch.testing.assert_close(_logits(load_model(path, CFG_BASE), grids), _logits(base, grids), atol=0, rtol=0)
+
+
+def test_bare_state_dict_is_accepted(tmp_path, crf_model, grids, reference):
+    path = tmp_path / "weights.pth"
+    torch.save(crf_model.state_dict(), path)
+    assert list(load_checkpoint(path)) == ["state_dict"]
+    torch.testing.assert_close(_logits(load_model(path, CFG_CRF), grids), reference, atol=0, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------------- mistakes
+
+
+def test_crf_checkpoint_with_base_config(tmp_path, crf_model):
+    path = tmp_path / "crf.ckpt"
+    write_torch03_checkpoint(path, {"epoch": 1, "step": 1, "state_dict": original_state_dict(crf_model)})
+    with pytest.raises(CheckpointError) as err:
+        load_model(path, CFG_BASE)
+    assert _one_line(err) == f"{path} has a CRF layer (crf.W) but the config has use_crf: false"
+
+
+def test_base_checkpoint_with_crf_config(tmp_path):
+    path = save_checkpoint(tmp_path / "base.ckpt", build_model(CFG_BASE), epoch=1, step=1)
+    with pytest.raises(CheckpointError) as err:
+        load_model(path, CFG_CRF)
+    assert _one_line(err) == f"{path} has no CRF layer (crf.W) but the config has use_crf: true"
+
+
+def test_grid_size_mismatch_names_crf_w(tmp_path, crf_model):
+    path = save_checkpoint(tmp_path / "crf.ckpt", crf_model, epoch=1, step=1)
+    with pytest.raises(CheckpointError) as err:
+        load_model(path, {**CFG_CRF, "image_size": 512})
+    assert "crf.W is [1,9,9] in" in _one_line(err) and "but [1,4,4] in the model (num_nodes 4" in str(err.value)
+
+
+def test_other_architecture_lists_missing_and_unexpected_keys(tmp_path):
+    path = save_checkpoint(tmp_path / "r34.ckpt", MODELS["resnet34"](num_nodes=9), epoch=1, step=1)
+    with pytest.raises(CheckpointError) as err:
+        load_model(path, CFG_CRF)
+    message = _one_line(err)
+    assert message.startswith(f"{path} does not fit the model: unexpected keys: layer1.2.bn1.bias, ")
+    assert "more)" in message and len(message) < 400
+
+
+def test_shape_and_key_mismatch_in_one_line(crf_model):
+    state = original_state_dict(crf_model)
+    state["fc.weight"] = torch.zeros(2, 512)
+    del state["layer1.0.conv1.weight"]
+    state["head.weight"] = torch.zeros(1)
+    with pytest.raises(CheckpointError) as err:
+        load_model_state(copy.deepcopy(crf_model), state, source="x.ckpt")
+    assert _one_line(err) == (
+        "x.ckpt does not fit the model: shape mismatch: fc.weight [2,512] vs [1,512] (checkpoint vs model); "
+        "missing keys: layer1.0.conv1.weight; unexpected keys: head.weight"
+    )
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "no such checkpoint file"),
+        (b"", "not a readable PyTorch checkpoint (EOFError"),
+        (b"hello, world\n", "not a readable PyTorch checkpoint"),
+        ("truncated", "not a readable PyTorch checkpoint"),
+    ],
+)
+def test_unreadable_files(tmp_path, content, message):
+    path = tmp_path / "bad.ckpt"
+    if content == "truncated":
+        torch.save({"epoch": 1, "state_dict": {"w": torch.zeros(1000)}}, path)
+        path.write_bytes(path.read_bytes()[:500])
+    elif content is not None:
+        path.write_bytes(content)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    assert _one_line(err).startswith(f"{path}: {message}")
+    assert isinstance(err.value, WSIError)
+
+
+def test_folder_and_contents_without_state_dict(tmp_path):
+    with pytest.raises(CheckpointError, match="not a checkpoint file \\(it is a folder\\)"):
+        load_checkpoint(tmp_path)
+    torch.save({"epoch": 1, "model": {"w": torch.zeros(1)}}, tmp_path / "a.ckpt")
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(tmp_path / "a.ckpt")
+    expected = "no 'state_dict' in the checkpoint (found a dict with keys ['epoch', 'model'])"
+    assert _one_line(err) == f"{tmp_path / 'a.ckpt'}: {expected}"
+    torch.save([1, 2], tmp_path / "b.ckpt")
+    with pytest.raises(CheckpointError, match="found list"):
+        load_checkpoint(tmp_path / "b.ckpt")
+    torch.save({"state_dict": {"w": 1.0}}, tmp_path / "c.ckpt")
+    with pytest.raises(CheckpointError, match="'state_dict' is not a mapping of parameter names to tensors"):
+        load_checkpoint(tmp_path / "c.ckpt")
+
+
+def test_weights_only_fallback_for_foreign_objects(tmp_path, caplog):
+    path = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {"w": torch.ones(2)}, "args": argparse.Namespace(lr=0.1)}, path)
+    with pytest.raises(CheckpointError, match="Weights only load failed"):
+        load_checkpoint(path, weights_only=True)
+    with caplog.at_level(logging.WARNING):
+        ckpt = load_checkpoint(path)
+    assert ckpt["args"].lr == 0.1
+    assert "weights_only=False" in caplog.text and "argparse.Namespace" in caplog.text

@@ -1,0 +1,191 @@
+"""train.py at a small config on the CPU: outputs, tensorboard tags, resume, torchrun and config errors."""
+
+import json
+import os
+import re
+import struct
+import subprocess
+import sys
+
+import pytest
+import torch
+from tensorboardX.proto import event_pb2
+
+from tests.conftest import ROOT
+from wsi.bin.patch_gen import main as patch_gen
+from wsi.bin.train import main
+from wsi.data.coords import write_coords
+from wsi.data.synthetic import make_synthetic_slide
+
+# Grids of 3×3 cells of 16 px (the smallest that runs quickly through ResNet-18), batch 2: 4 training grids per
+# class make 2 steps, 2 validation grids 1 step.
+SMALL = {"model": "resnet18", "use_crf": True, "batch_size": 2, "image_size": 48, "patch_size": 16, "crop_size": 16,
+         "lr": 0.001, "momentum": 0.9, "epoch": 1, "log_every": 1}
+SETS = ("tumor_train", "normal_train", "tumor_valid", "normal_valid")
+STEP_LINE = re.compile(r"Epoch : (\d+), Step : (\d+), Training Loss : \d+\.\d{5}, Training Acc : \d\.\d{3}, "
+                       r"Run Time : \d+\.\d{2}$")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """A synthetic tumour slide, its JSON, four coordinate lists and their patch folders."""
+    root = tmp_path_factory.mktemp("train")
+    slide = make_synthetic_slide(root / "slides" / "Tumor_001.tif", width=1024, height=1024, seed=11, num_tumours=1,
+                                 tumour_size=(400, 600), json_path=root / "jsons" / "Tumor_001.json")
+    cx, cy = (int(v) for v in slide.annotation.positive[0].vertices().mean(axis=0))
+    tumour = [("Tumor_001", cx + dx, cy + dy) for dx, dy in [(0, 0), (12, 0), (0, 12), (-12, 0), (6, 6), (-6, -6)]]
+    normal = [("Tumor_001", x, y) for x, y in [(60, 60), (960, 60), (60, 960), (960, 960), (100, 100), (900, 900)]]
+    lists = {"tumor_train": tumour[:4], "normal_train": normal[:4], "tumor_valid": tumour[4:],
+             "normal_valid": normal[4:]}
+    for name, rows in lists.items():
+        write_coords(root / f"{name}.txt", rows)
+        assert patch_gen([str(root / "slides"), str(root / f"{name}.txt"), str(root / "patches" / name),
+                          "--patch_size", "48", "--num_process", "1"]) == 0
+    return root
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine, two spinning OpenMP threads make each step 3-5× slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def write_config(data, path, on_the_fly=False, **changes):
+    cfg = dict(SMALL)
+    for name in SETS:
+        if on_the_fly:
+            cfg[f"coords_{name}"] = str(data / f"{name}.txt")
+        else:
+            cfg[f"data_path_{name}"] = str(data / "patches" / name)
+    if on_the_fly:
+        cfg.update(wsi_path_train=str(data / "slides"), wsi_path_valid=str(data / "slides"))
+    cfg.update(json_path_train=str(data / "jsons"), json_path_valid=str(data / "jsons"), **changes)
+    path.write_text(json.dumps(cfg, indent=1))
+    return path, cfg
+
+
+def read_scalars(folder):
+    """``{tag: [(step, value), ...]}`` from every tensorboard event file in ``folder`` (TFRecord framing)."""
+    scalars = {}
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        blob, pos = path.read_bytes(), 0
+        while pos < len(blob):
+            (length,) = struct.unpack("<Q", blob[pos:pos + 8])
+            event = event_pb2.Event.FromString(blob[pos + 12:pos + 12 + length])
+            pos += 12 + length + 4
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return scalars
+
+
+def steps_logged(caplog):
+    return [tuple(int(g) for g in STEP_LINE.search(r.getMessage()).groups())
+            for r in caplog.records if STEP_LINE.search(r.getMessage())]
+
+
+def test_train_writes_checkpoints_config_and_tensorboard(data, tmp_path, caplog):
+    cfg_path, cfg = write_config(data, tmp_path / "cfg.json")
+    save = tmp_path / "run"
+    assert main([str(cfg_path), str(save), "--num_workers", "0"]) == 0
+    assert sorted(p.name for p in save.iterdir() if not p.name.startswith("events")) == [
+        "best.ckpt", "cfg.json", "train.ckpt"]
+    assert (save / "cfg.json").read_text() == json.dumps(cfg, indent=1)
+    assert steps_logged(caplog) == [(1, 1), (1, 2)]
+    assert any(re.search(r"Epoch : 1, Step : 2, Validation Loss : \d\.\d{5}, Validation Acc : \d\.\d{3}",
+                         r.getMessage()) for r in caplog.records)
+
+    ckpt = torch.load(save / "train.ckpt", map_location="cpu", weights_only=True)
+    assert (ckpt["epoch"], ckpt["step"]) == (1, 2)
+    assert not any(key.startswith("module.") for key in ckpt["state_dict"])
+    assert ckpt["state_dict"]["crf.W"].shape == (1, 9, 9) and ckpt["optimizer"]["state"]
+    best = torch.load(save / "best.ckpt", map_location="cpu", weights_only=True)
+    assert (best["epoch"], best["step"]) == (1, 2) and best["best_valid_loss"] == ckpt["best_valid_loss"]
+    assert all(torch.equal(best["state_dict"][k], v) for k, v in ckpt["state_dict"].items())
+
+    scalars = read_scalars(save)
+    assert sorted(scalars) == ["train/acc", "train/loss", "valid/acc", "valid/loss"]
+    assert [s for s, _ in scalars["train/loss"]] == [1, 2] and [s for s, _ in scalars["valid/loss"]] == [2]
+    assert scalars["valid/loss"][0][1] == pytest.approx(ckpt["best_valid_loss"])
+    assert 0 <= scalars["valid/acc"][0][1] <= 1
+
+    # A run stopped between its training epoch and its validation validates first when resumed, then stops.
+    torch.save({**ckpt, "valid_pending": True, "best_valid_loss": None}, save / "train.ckpt")
+    caplog.clear()
+    assert main([str(cfg_path), str(save), "--resume", "--num_workers", "0"]) == 0
+    assert steps_logged(caplog) == []
+    assert sum("Epoch : 1, Step : 2, Validation Loss" in r.getMessage() for r in caplog.records) == 1
+    ckpt = torch.load(save / "train.ckpt", map_location="cpu", weights_only=True)
+    assert not ckpt["valid_pending"] and ckpt["best_valid_loss"] == pytest.approx(scalars["valid/loss"][0][1])
+
+
+def test_resume_continues_as_an_uninterrupted_run(data, tmp_path, caplog, capsys):
+    cfg_path, _ = write_config(data, tmp_path / "cfg.json", on_the_fly=True)
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert main([str(cfg_path), str(resumed), "--resume", "--num_workers", "0"]) == 2
+    assert "train: error: " in capsys.readouterr().err and not resumed.exists()
+
+    assert main([str(cfg_path), str(straight), "--epochs", "2", "--num_workers", "0"]) == 0
+    assert main([str(cfg_path), str(resumed), "--num_workers", "1"]) == 0
+    caplog.clear()
+    assert main([str(cfg_path), str(resumed), "--resume", "--epochs", "2", "--num_workers", "0"]) == 0
+    assert steps_logged(caplog) == [(2, 3), (2, 4)]
+
+    ckpt = torch.load(resumed / "train.ckpt", map_location="cpu", weights_only=True)
+    assert (ckpt["epoch"], ckpt["step"]) == (2, 4)
+    # The seed fixes the augmentation and the shuffling of each step: the resumed run retraces the straight one.
+    a, b = read_scalars(straight), read_scalars(resumed)
+    for tag in a:
+        assert [s for s, _ in a[tag]] == [s for s, _ in b[tag]]
+        assert [v for _, v in a[tag]] == pytest.approx([v for _, v in b[tag]], rel=1e-4, abs=1e-5)
+    reference = torch.load(straight / "train.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    for key, value in reference.items():
+        torch.testing.assert_close(ckpt["state_dict"][key], value, rtol=1e-4, atol=1e-5)
+
+
+def test_torchrun_two_processes_on_the_cpu(data, tmp_path):
+    cfg_path, _ = write_config(data, tmp_path / "cfg.json")
+    save = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(ROOT / "wsi" / "bin" / "train.py"), str(cfg_path), str(save), "--num_workers", "0", "--device", "cpu"],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # Each rank trains on every second grid: 2 of the 4 grids per class, one step of 2 per epoch; rank 0 logs.
+    lines = [line for line in result.stderr.splitlines() if STEP_LINE.search(line)]
+    assert len(lines) == 1 and "Epoch : 1, Step : 1," in lines[0]
+    assert sorted(p.name for p in save.iterdir() if not p.name.startswith("events")) == [
+        "best.ckpt", "cfg.json", "train.ckpt"]
+    ckpt = torch.load(save / "train.ckpt", map_location="cpu", weights_only=True)
+    assert (ckpt["epoch"], ckpt["step"]) == (1, 1)
+    assert not any(key.startswith("module.") for key in ckpt["state_dict"])
+
+
+@pytest.mark.parametrize("case", ["missing_key", "missing_folder", "few_normals", "bad_seed"])
+def test_bad_config_is_one_line_before_any_output(data, tmp_path, capsys, case):
+    args = []
+    if case == "missing_key":
+        cfg_path, _ = write_config(data, tmp_path / "cfg.json")
+        cfg = json.loads(cfg_path.read_text())
+        del cfg["momentum"]
+        cfg_path.write_text(json.dumps(cfg))
+        expected = "cfg.json: missing key 'momentum'"
+    elif case == "missing_folder":
+        cfg_path, _ = write_config(data, tmp_path / "cfg.json", data_path_normal_valid=str(tmp_path / "none"))
+        expected = "data_path_normal_valid"
+    elif case == "few_normals":
+        write_coords(tmp_path / "normal.txt", [("Tumor_001", 60, 60)])
+        cfg_path, _ = write_config(data, tmp_path / "cfg.json", on_the_fly=True, coords_normal_train=str(
+            tmp_path / "normal.txt"))
+        expected = "normal_train has 1 grids, fewer than tumor_train's 4"
+    else:
+        cfg_path, _ = write_config(data, tmp_path / "cfg.json")
+        args, expected = ["--seed", "-1"], "--seed must be at least 0"
+    save = tmp_path / "out"
+    assert main([str(cfg_path), str(save), "--num_workers", "0", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("train: error: ") and expected in err and "\n" not in err
+    assert not save.exists()

@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""Export results for viewers: a heatmap image, QuPath GeoJSON or ASAP XML.
+
+Subcommands:
+
+- ``heatmap PROBS_MAP OUT``: the ``[x, y]`` probability map ``.npy`` as an image (rows = y), over the slide's
+  thumbnail with ``--wsi``, as a figure with a colour bar (``--plain``: the bare image, one pixel per cell).
+- ``geojson OUT``: a QuPath-importable ``FeatureCollection`` in level-0 pixels: the detections of ``--csv``
+  (``prob,x,y`` from ``nms.py``) as ``Point`` detections with their probability, and the tumour contours of
+  the probability map ``--npy`` at ``--threshold`` as ``Polygon`` annotations (with holes), classified
+  ``--name`` (default Tumor).
+- ``xml OUT``: the same as ASAP XML: contours in group ``_0``, their holes in ``_2``, detections as Dots.
+"""
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python wsi/bin/export.py`: make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import argparse
+
+from wsi.cli import run_command
+from wsi.errors import InputError
+
+
+def get_args_parser():
+    parser = argparse.ArgumentParser(description="Export a probability map and detections for viewers.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{heatmap,geojson,xml}")
+
+    heatmap = commands.add_parser("heatmap", help="heatmap image of a probability map over the slide thumbnail")
+    heatmap.add_argument("probs_map_path", metavar="PROBS_MAP", type=str, help="probability map .npy, [x, y]")
+    heatmap.add_argument("out_path", metavar="OUT", type=str, help="output image (.png; .pdf/.svg for figures)")
+    heatmap.add_argument("--wsi", default=None, type=str, metavar="SLIDE",
+                         help="slide to draw under the map (its thumbnail); default none: the map alone")
+    heatmap.add_argument("--level", default=6, type=int, help="level of the probability map, default 6")
+    heatmap.add_argument("--cmap", default="jet", type=str, help="matplotlib colour map, default jet")
+    heatmap.add_argument("--alpha", default=0.5, type=float,
+                         help="opacity of the map over the slide (non-zero cells only), default 0.5")
+    heatmap.add_argument("--plain", action="store_true",
+                         help="write the bare image, one pixel per map cell, without axes or colour bar")
+    heatmap.add_argument("--dpi", default=100, type=int, help="figure resolution, default 100")
+
+    for name, help_text, out_help in (
+        ("geojson", "QuPath GeoJSON of detections (points) and tumour contours (polygons)", "output .geojson"),
+        ("xml", "ASAP XML of detections (dots) and tumour contours (polygons)", "output .xml"),
+    ):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("out_path", metavar="OUT", type=str, help=out_help)
+        sub.add_argument("--csv", default=None, type=str, metavar="DETECTIONS",
+                         help="detections CSV from nms.py (prob,x,y at level 0); default none")
+        sub.add_argument("--npy", default=None, type=str, metavar="PROBS_MAP",
+                         help="probability map .npy ([x, y]) whose contours at --threshold are exported; "
+                              "default none")
+        sub.add_argument("--threshold", default=0.5, type=float,
+                         help="probability of the tumour contours, default 0.5")
+        sub.add_argument("--level", default=6, type=int, help="level of the probability map, default 6")
+        if name == "geojson":
+            sub.add_argument("--name", default="Tumor", type=str,
+                             help="QuPath classification name of the objects, default Tumor")
+    return parser
+
+
+def run(args):
+    from wsi.eval import export
+    from wsi.eval.detections import read_detections
+    from wsi.eval.nms import load_probs_map
+
+    if args.command == "heatmap":
+        probs_map = load_probs_map(args.probs_map_path)
+        export.write_heatmap(args.out_path, probs_map, slide_path=args.wsi, level=args.level, cmap=args.cmap,
+                             alpha=args.alpha, plain=args.plain, dpi=args.dpi,
+                             title=Path(args.wsi or args.probs_map_path).stem)
+        return
+    if args.csv is None and args.npy is None:
+        raise InputError(f"{args.command}: give --csv DETECTIONS, --npy PROBS_MAP or both")
+    detections = read_detections(args.csv) if args.csv else None
+    regions = export.tumour_contours(load_probs_map(args.npy), args.threshold, args.level) if args.npy else []
+    if args.command == "geojson":
+        features = []
+        if detections is not None:
+            features += export.detection_features(*detections, classification=args.name)
+        features += export.contour_features(regions, classification=args.name, threshold=args.threshold)
+        export.write_geojson(args.out_path, features)
+    else:
+        export.write_xml(args.out_path, regions, detections)
+
+
+def main(argv=None):
+    return run_command(run, get_args_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,348 @@
+"""Training grids: a grid image cut into ``P × P`` crops with one tumour label per cell (the NCRF datasets).
+
+A grid image is the ``image_size``² region (768) centred on a listed level-0 point. It is divided into
+``P = image_size // patch_size`` cells per side (3); cell (row, col) has its centre at level-0
+``top_left + (int((col + 0.5)·patch_size), int((row + 0.5)·patch_size))`` with ``top_left = centre −
+image_size/2``, and its label is 1 when that point lies inside a positive (tumour) polygon of the slide's
+annotation (``label_mode="positive"``, the original's rule; ``"positive_not_negative"`` also requires it to be
+outside every negative polygon).
+
+Every item is built by :func:`make_grid`, shared by both datasets:
+
+1. colour jitter of the whole image as torchvision ``ColorJitter(64/255, 0.75, 0.25, 0.04)`` (the four
+   adjustments in a random order),
+2. a left-right flip with probability 0.5, then a rotation by k·90° counter-clockwise, k uniform in {0, 1, 2, 3},
+   applied to the image and to the ``[P, P]`` label grid together,
+3. float32 channels-first, normalised as ``(x − 128) / 128``,
+4. the ``crop_size``² crop of each cell starting at offset ``int((i + 0.5)·patch_size − crop_size/2)`` (16 + 256k
+   at the paper's sizes), in row-major order: crop ``i = row·P + col``, row = image row.
+
+Items are ``(grids [G, 3, C, C] float32, labels [G] float32)`` with G = P².
+
+The random draws of item ``idx`` come from a NumPy generator seeded with ``(seed, epoch, idx)``: a seed gives the
+same augmentation whatever the number of workers or processes, a resumed run gets the draws an uninterrupted
+run would have had, and :class:`GridImageDataset` (PNGs written by patch_gen) and :class:`GridSlideDataset`
+(the same regions read from the slides) give identical tensors for the same seed. Call :meth:`set_epoch`
+before iterating an epoch (DataLoader workers copy the dataset when an iteration starts).
+"""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision.transforms.functional as TF
+from PIL import Image
+
+from wsi.data import sampling
+from wsi.data.coords import read_coords
+from wsi.data.patches import check_wsi_dir, read_patch
+from wsi.data.slide import SlideNotFoundError, find_slide, open_slide
+from wsi.errors import InputError
+
+#: ColorJitter(brightness, contrast, saturation, hue) of the original.
+JITTER = (64.0 / 255, 0.75, 0.25, 0.04)
+LABEL_MODES = ("positive", "positive_not_negative")
+
+
+class DatasetError(InputError):
+    """A patch folder, coordinate list or annotation folder that cannot be used; the message names it."""
+
+
+# Geometry and labels ---------------------------------------------------------------------------------------------
+def crop_offsets(image_size, patch_size, crop_size):
+    """Start offset of the crop in each cell along one axis: ``int((i + 0.5)·patch_size − crop_size/2)``."""
+    return [int((i + 0.5) * patch_size - crop_size / 2) for i in range(image_size // patch_size)]
+
+
+def grid_labels(annotation, centres, image_size, patch_size, label_mode="positive"):
+    """Labels of the cells of the grids centred on ``centres`` (one (x, y) or ``[M, 2]`` level-0 points).
+
+    Returns ``[M, P, P]`` float32, axes (grid, row = y, col = x), rows and columns as in the image: 1 where the
+    cell centre is inside a positive polygon (and, with ``label_mode="positive_not_negative"``, outside every
+    negative one). The rule is :func:`wsi.data.sampling.grid_labels`, shared with the coordinate sampler.
+    """
+    if label_mode not in LABEL_MODES:
+        raise ValueError(f"label_mode must be one of {LABEL_MODES}, got {label_mode!r}")
+    labels = sampling.grid_labels(annotation, np.asarray(centres).reshape(-1, 2), patch_size=patch_size,
+                                  patch_per_side=image_size // patch_size,
+                                  exclude_negative=label_mode == "positive_not_negative")
+    return labels.astype(np.float32)
+
+
+# Augmentation, normalisation and cropping (one place for both datasets) ------------------------------------------
+@dataclass(frozen=True)
+class GridDraws:
+    """The random choices of one item.
+
+    ``order`` is the order of the colour adjustments (0 brightness, 1 contrast, 2 saturation, 3 hue) and the
+    factors are as torchvision's ``ColorJitter``; ``flip`` flips left-right, then ``rotate`` = k quarter turns
+    counter-clockwise. ``jitter=False`` skips the colour adjustments.
+    """
+
+    order: tuple = (0, 1, 2, 3)
+    brightness: float = 1.0
+    contrast: float = 1.0
+    saturation: float = 1.0
+    hue: float = 0.0
+    flip: bool = False
+    rotate: int = 0
+    jitter: bool = True
+
+
+def draw_augmentation(rng, jitter=JITTER):
+    """Draw a :class:`GridDraws` from the NumPy generator ``rng`` with the original's distributions."""
+    b, c, s, h = jitter
+    order = tuple(int(i) for i in rng.permutation(4))
+    brightness = float(rng.uniform(max(0.0, 1 - b), 1 + b))
+    contrast = float(rng.uniform(max(0.0, 1 - c), 1 + c))
+    saturation = float(rng.uniform(max(0.0, 1 - s), 1 + s))
+    hue = float(rng.uniform(-h, h))
+    flip = bool(rng.random() > 0.5)  # the original's np.random.rand() > 0.5
+    rotate = int(rng.integers(0, 4))
+    return GridDraws(order, brightness, contrast, saturation, hue, flip, rotate)
+
+
+def color_jitter(image, draws):
+    """Apply the draws' colour adjustments to a PIL RGB image, in the drawn order (torchvision's ColorJitter)."""
+    if not draws.jitter:
+        return image
+    adjust = (
+        lambda im: TF.adjust_brightness(im, draws.brightness),
+        lambda im: TF.adjust_contrast(im, draws.contrast),
+        lambda im: TF.adjust_saturation(im, draws.saturation),
+        lambda im: TF.adjust_hue(im, draws.hue),
+    )
+    for i in draws.order:
+        image = adjust[i](image)
+    return image
+
+
+def make_grid(image, labels, patch_size, crop_size, draws=None, normalize=True):
+    """Augment, normalise and crop one grid image.
+
+    Parameters
+    ----------
+    image : PIL RGB image or ``[S, S, 3]`` uint8 array (rows = y), S = image_size.
+    labels : ``[P, P]`` label grid (row, col), S = P·patch_size; any dtype (tests pass cell numbers).
+    draws : :class:`GridDraws`, or None for no augmentation.
+    normalize : apply ``(x − 128) / 128``.
+
+    Returns ``(grids [P², 3, C, C] float32, labels [P²])`` as tensors, crop ``i = row·P + col``.
+    """
+    labels = np.asarray(labels)
+    if draws is not None:
+        if draws.jitter:
+            image = color_jitter(image if isinstance(image, Image.Image) else Image.fromarray(image), draws)
+    array = np.asarray(image)
+    size, side = array.shape[0], labels.shape[0]
+    if array.shape[:2] != (size, size) or size != side * patch_size:
+        raise ValueError(f"grid image of shape {array.shape} does not hold {side}×{side} cells of {patch_size} px")
+    if draws is not None:
+        # The same flip and counter-clockwise rotation on the image (axes rows, cols) and the label grid keep
+        # every crop with its label. np.rot90 equals PIL's ROTATE_90 (the original's img.rotate(90·k)).
+        if draws.flip:
+            array, labels = np.fliplr(array), np.fliplr(labels)
+        array, labels = np.rot90(array, draws.rotate), np.rot90(labels, draws.rotate)
+    chw = np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.float32)
+    if normalize:
+        chw = (chw - 128.0) / 128.0
+    offsets = crop_offsets(size, patch_size, crop_size)
+    crops = np.stack([chw[:, r:r + crop_size, c:c + crop_size] for r in offsets for c in offsets])
+    return torch.from_numpy(crops), torch.from_numpy(np.ascontiguousarray(labels).reshape(-1).copy())
+
+
+# Datasets --------------------------------------------------------------------------------------------------------
+def dataset_from_config(cfg, name, *, seed=None, augment=True, normalize=True):
+    """The dataset ``name`` (``"tumor_train"``, ``"normal_train"``, ``"tumor_valid"`` or ``"normal_valid"``) of a
+    training config: a :class:`GridImageDataset` over the patch folder ``data_path_<name>``, or a
+    :class:`GridSlideDataset` when the config gives ``coords_<name>`` (see :mod:`wsi.config`)."""
+    from wsi.config import dataset_source, label_mode
+
+    source = dataset_source(cfg, name)
+    sizes = (cfg["image_size"], cfg["patch_size"], cfg["crop_size"], normalize)
+    options = dict(label_mode=label_mode(cfg), augment=augment, seed=seed)
+    if source["kind"] == "slides":
+        return GridSlideDataset(source["wsi_path"], source["coords_path"], source["json_path"], *sizes, **options)
+    return GridImageDataset(source["data_path"], source["json_path"], *sizes, **options)
+
+
+def _annotation_files(json_path, rows, source):
+    """``{pid: Annotation}`` for the pids of ``rows``; slide ids are the ``*.json`` file stems of ``json_path``."""
+    from wsi.data.annotation import Annotation
+
+    json_path = Path(json_path)
+    if not json_path.is_dir():
+        raise DatasetError(f"{json_path}: no such annotation folder")
+    files = {path.stem: path for path in json_path.glob("*.json")}
+    annotations = {}
+    for number, (pid, _, _) in enumerate(rows, start=1):
+        if pid not in annotations:
+            if pid not in files:
+                raise DatasetError(f"{source}: line {number}: slide {pid!r} has no annotation {json_path / pid}.json")
+            annotations[pid] = Annotation.from_json(files[pid])
+    return annotations
+
+
+class _GridDataset(torch.utils.data.Dataset):
+    """Shared part of the two datasets: coordinates, labels, random draws and :func:`make_grid`."""
+
+    def __init__(self, rows, json_path, img_size, patch_size, crop_size, normalize, label_mode, augment, seed,
+                 source):
+        if img_size % patch_size != 0:
+            raise DatasetError(f"image size {img_size} is not a multiple of patch size {patch_size}")
+        if crop_size > patch_size:
+            raise DatasetError(f"crop size {crop_size} is larger than patch size {patch_size}")
+        if label_mode not in LABEL_MODES:
+            raise DatasetError(f"label_mode must be one of {LABEL_MODES}, got {label_mode!r}")
+        self._coords = rows
+        self._img_size, self._patch_size, self._crop_size = img_size, patch_size, crop_size
+        self._normalize, self._label_mode, self._augment = normalize, label_mode, augment
+        self._annotations = _annotation_files(json_path, rows, source)
+        # Without a seed, draw one: items differ from run to run but stay distinct across workers and epochs.
+        self.seed = int(np.random.SeedSequence().entropy) if seed is None else int(seed)
+        self.epoch = 0
+
+    # Public geometry (read these, not the private fields).
+    @property
+    def grid_size(self):
+        """Cells per grid, G."""
+        return (self._img_size // self._patch_size) ** 2
+
+    @property
+    def patch_per_side(self):
+        return self._img_size // self._patch_size
+
+    @property
+    def coords(self):
+        """The ``(pid, x, y)`` rows, in file order."""
+        return self._coords
+
+    def set_epoch(self, epoch):
+        """Choose the epoch whose random draws the items use."""
+        self.epoch = int(epoch)
+
+    def __len__(self):
+        return len(self._coords)
+
+    def draws(self, idx):
+        """The :class:`GridDraws` of item ``idx`` at the current epoch (None without augmentation)."""
+        if not self._augment:
+            return None
+        return draw_augmentation(np.random.default_rng([self.seed, self.epoch, int(idx)]))
+
+    def labels(self, idx):
+        """Label grid ``[P, P]`` float32 (row = y, col = x) of item ``idx``, before augmentation."""
+        pid, x, y = self._coords[idx]
+        return grid_labels(self._annotations[pid], (x, y), self._img_size, self._patch_size, self._label_mode)[0]
+
+    def read_image(self, idx):
+        """The grid image of item ``idx``, a PIL RGB image of ``img_size``² pixels."""
+        raise NotImplementedError
+
+    def __getitem__(self, idx):
+        if not 0 <= idx < len(self._coords):
+            raise IndexError(idx)
+        return make_grid(self.read_image(idx), self.labels(idx), self._patch_size, self._crop_size,
+                         draws=self.draws(idx), normalize=self._normalize)
+
+
+class GridImageDataset(_GridDataset):
+    """Grids from a patch folder written by patch_gen: ``list.txt`` and ``<i>.png`` for line i.
+
+    Parameters
+    ----------
+    data_path : patch folder.
+    json_path : folder of annotation JSONs ``<pid>.json`` of the listed slides.
+    img_size, patch_size, crop_size : grid image side, cell side and crop side in pixels (768, 256, 224).
+    normalize : ``(x − 128) / 128``.
+    label_mode : ``"positive"`` (the original) or ``"positive_not_negative"``.
+    augment : colour jitter, flip and rotation (the original always augments, validation included).
+    seed : seed of the random draws (see the module docstring); None draws one.
+
+    Raises :class:`DatasetError` naming the folder for a missing ``list.txt``, PNG or annotation, and for PNGs
+    whose size is not ``img_size``.
+    """
+
+    def __init__(self, data_path, json_path, img_size, patch_size, crop_size=224, normalize=True, *,
+                 label_mode="positive", augment=True, seed=None):
+        self._data_path = Path(data_path)
+        list_path = self._data_path / "list.txt"
+        if not self._data_path.is_dir():
+            raise DatasetError(f"{self._data_path}: no such patch folder")
+        if not list_path.is_file():
+            raise DatasetError(f"{self._data_path}: no list.txt; write the folder with patch_gen")
+        rows = read_coords(list_path)
+        names = set(os.listdir(self._data_path))
+        missing = [i for i in range(len(rows)) if f"{i}.png" not in names]
+        if missing:
+            raise DatasetError(f"{self._data_path}: {len(missing)} of {len(rows)} PNGs missing (first {missing[0]}.png)"
+                               f"; run patch_gen again or drop the lines listed in failed.txt")
+        if rows:
+            with Image.open(self._data_path / "0.png") as first:
+                if first.size != (img_size, img_size):
+                    raise DatasetError(f"{self._data_path / '0.png'}: is {first.size[0]}×{first.size[1]} px, "
+                                       f"expected image_size {img_size}×{img_size}")
+        super().__init__(rows, json_path, img_size, patch_size, crop_size, normalize, label_mode, augment, seed,
+                         list_path)
+
+    def read_image(self, idx):
+        with Image.open(self._data_path / f"{idx}.png") as image:
+            return image.convert("RGB")
+
+
+class GridSlideDataset(_GridDataset):
+    """Grids read on the fly from the slides at the centres of a coordinate list (no PNG folder needed).
+
+    Item ``i`` is the ``img_size``² level-0 region of ``<wsi_path>/<pid>.tif`` centred on line ``i``, read as
+    patch_gen reads it, so it equals ``GridImageDataset`` over patch_gen's output pixel for pixel. Each worker
+    process opens a slide once, on first use, and keeps it open.
+
+    Parameters as :class:`GridImageDataset`, with ``wsi_path`` (slide folder) and ``coords_path`` (coordinate
+    list) in place of ``data_path``.
+    """
+
+    def __init__(self, wsi_path, coords_path, json_path, img_size, patch_size, crop_size=224, normalize=True, *,
+                 label_mode="positive", augment=True, seed=None):
+        wsi_path = check_wsi_dir(wsi_path)
+        rows = read_coords(coords_path)
+        self._slide_paths = {}
+        for number, (pid, _, _) in enumerate(rows, start=1):
+            if pid not in self._slide_paths:
+                try:
+                    self._slide_paths[pid] = find_slide(wsi_path, pid)
+                except SlideNotFoundError as err:
+                    raise DatasetError(f"{coords_path}: line {number}: {err}") from None
+        self._slides, self._owner = {}, None
+        super().__init__(rows, json_path, img_size, patch_size, crop_size, normalize, label_mode, augment, seed,
+                         coords_path)
+
+    def _slide(self, pid):
+        # Handles are per process: a forked worker must not share its parent's OpenSlide handles.
+        if self._owner != os.getpid():
+            self._slides, self._owner = {}, os.getpid()
+        slide = self._slides.get(pid)
+        if slide is None:
+            slide = self._slides[pid] = open_slide(self._slide_paths[pid])
+        return slide
+
+    def read_image(self, idx):
+        pid, x, y = self._coords[idx]
+        return read_patch(self._slide(pid), x, y, self._img_size, level=0)
+
+    def close(self):
+        """Close the slides this process opened."""
+        if self._owner == os.getpid():
+            for slide in self._slides.values():
+                slide.close()
+        self._slides = {}
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_slides"], state["_owner"] = {}, None  # handles do not pickle (spawned workers reopen)
+        return state
+
+
+__all__ = ["DatasetError", "GridDraws", "GridImageDataset", "GridSlideDataset", "JITTER", "LABEL_MODES",
+           "color_jitter", "crop_offsets", "dataset_from_config", "draw_augmentation", "grid_labels", "make_grid"]

@@ -1,0 +1,60 @@
+"""Tissue masks: which pixels of a slide level hold tissue (the original's ``tissue_mask.py`` algorithm).
+
+The mask is a bool array in **[x, y]** order (first axis = column x, the transpose of an image), of shape
+``slide.level_dimensions[level]`` = (width, height) of that level, as the original saved it. Transpose it
+(``mask.T``) to show it as an image.
+"""
+
+import logging
+
+import numpy as np
+from skimage.color import rgb2hsv
+from skimage.filters import threshold_otsu
+
+from wsi.data.slide import Slide, open_slide
+
+logger = logging.getLogger(__name__)
+
+
+def tissue_mask_from_rgb(img_RGB, rgb_min=50):
+    """The tissue mask of an RGB uint8 array, axes kept (pass ``[x, y, 3]`` to get ``[x, y]``).
+
+    Exactly the original's rule, with strict comparisons throughout:
+
+    - background = all three channels strictly above their own Otsu threshold; ``tissue_RGB`` = not background;
+    - ``tissue_S`` = HSV saturation (``skimage.color.rgb2hsv``) strictly above its Otsu threshold;
+    - every channel strictly above ``rgb_min``.
+
+    On a uniform image (Otsu undefined) :func:`skimage.filters.threshold_otsu` returns that single value, so
+    nothing is strictly above it: the saturation test is False everywhere and the mask is empty (no tissue).
+    """
+    img_RGB = np.asarray(img_RGB)
+    img_HSV = rgb2hsv(img_RGB)
+    background_R = img_RGB[..., 0] > threshold_otsu(img_RGB[..., 0])
+    background_G = img_RGB[..., 1] > threshold_otsu(img_RGB[..., 1])
+    background_B = img_RGB[..., 2] > threshold_otsu(img_RGB[..., 2])
+    tissue_RGB = np.logical_not(background_R & background_G & background_B)
+    tissue_S = img_HSV[..., 1] > threshold_otsu(img_HSV[..., 1])
+    min_R = img_RGB[..., 0] > rgb_min
+    min_G = img_RGB[..., 1] > rgb_min
+    min_B = img_RGB[..., 2] > rgb_min
+    return tissue_S & tissue_RGB & min_R & min_G & min_B
+
+
+def tissue_mask(slide, level=6, rgb_min=50):
+    """Bool ``[x, y]`` tissue mask of ``slide`` (a :class:`~wsi.data.slide.Slide` or a path) at ``level``.
+
+    Shape ``slide.level_dimensions[level]``. Reads the whole level (regions past the border and transparent
+    pixels are black, which ``rgb_min`` excludes), transposes it to ``[x, y, 3]`` and applies
+    :func:`tissue_mask_from_rgb`. Raises :class:`~wsi.data.slide.LevelError` (listing the levels) for a level the
+    slide does not have.
+    """
+    if not isinstance(slide, Slide):
+        with open_slide(slide) as opened:
+            return tissue_mask(opened, level=level, rgb_min=rgb_min)
+    level = slide.check_level(level)
+    img_RGB = np.transpose(slide.read_level(level), axes=[1, 0, 2])  # [y, x, 3] image -> [x, y, 3]
+    mask = tissue_mask_from_rgb(img_RGB, rgb_min=rgb_min)
+    logger.info("%s: level %d %s, tissue %.1f%%", slide.path, level, "x".join(map(str, mask.shape)),
+                100.0 * mask.mean() if mask.size else 0.0)
+    return mask

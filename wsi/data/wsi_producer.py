@@ -1,0 +1,133 @@
+"""Grids of patches around each tissue position of a slide: the original's ``GridWSIPatchDataset``.
+
+For tissue pixel ``(xm, ym)`` of an ``[x, y]`` mask with stride ``s`` (level-0 pixels per mask pixel), the
+``image_size``² level-0 region centred on ``(int((xm + 0.5)·s), int((ym + 0.5)·s))`` is read (past the slide
+border it reads black), optionally flipped and rotated, scaled to ``(x − 128) / 128`` and cut into ``side``²
+patches of ``patch_size``, each centre-cropped to ``crop_size``. Items are ``(grid [G, 3, C, C] float32, xm, ym)``
+with the patches flattened row-major (row = slide y), as the original.
+
+This is the reference ("faithful") path of :mod:`wsi.inference`: simple and slow, since every position reads
+the whole region and runs all G crops through the network to keep one.
+"""
+
+from pathlib import Path
+
+import os
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from wsi.data.slide import open_slide
+from wsi.errors import InputError
+from wsi.inference.geometry import GridSpec, mask_geometry
+from wsi.inference.tta import check_transform, transform_image
+
+
+class MaskError(InputError):
+    """A tissue mask file that cannot be used; the message names it."""
+
+
+def load_mask(path):
+    """Load a tissue mask saved by ``tissue_mask.py``: a 2-D ``[x, y]`` array; returns it as bool.
+
+    Any non-zero value is tissue (the original used ``np.where(mask)``). Raises :class:`MaskError` (one line
+    naming the file) for a missing file, a folder, a file that is not a ``.npy`` array, or an array that is not
+    2-D.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise MaskError(f"{path}: no such mask file")
+    if path.is_dir():
+        raise MaskError(f"{path}: is a folder, expected a tissue mask .npy file")
+    try:
+        mask = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise MaskError(f"{path}: not a NumPy .npy mask ({str(err).splitlines()[0] if str(err) else 'unreadable'})"
+                        ) from None
+    if not isinstance(mask, np.ndarray) or mask.ndim != 2:
+        shape = getattr(mask, "shape", None)
+        raise MaskError(f"{path}: expected a 2-D [x, y] tissue mask, got an array of shape {shape}")
+    return mask if mask.dtype == bool else mask != 0
+
+
+class GridWSIPatchDataset(Dataset):
+    """All grids of a slide's tissue positions (the original's ``GridWSIPatchDataset``).
+
+    Parameters
+    ----------
+    wsi_path : str or Path
+        The slide.
+    mask_path : str, Path or ndarray
+        The ``[x, y]`` tissue mask (a ``.npy`` path, or the array itself).
+    image_size, patch_size, crop_size : int
+        768, 256 and 224 as the original's configs.
+    normalize : bool
+        Scale pixels to ``(x − 128) / 128``.
+    flip, rotate : str
+        ``'NONE'``/``'FLIP_LEFT_RIGHT'`` and ``'NONE'``/``'ROTATE_90'``/``'ROTATE_180'``/``'ROTATE_270'``, PIL
+        transposes applied to the whole region before cutting (flip first).
+    geometry : MaskGeometry, optional
+        The mask's stride, when already computed (see :func:`wsi.inference.geometry.mask_geometry`).
+
+    Items are ``(grid, xm, ym)``: ``grid`` float32 ``[G, 3, crop_size, crop_size]``, G = (image_size /
+    patch_size)², nodes row-major with row = slide y; ``xm, ym`` the position in the mask. Positions come in the
+    order of ``np.where(mask)`` (x first). The slide is opened lazily in each DataLoader worker.
+    """
+
+    def __init__(self, wsi_path, mask_path, image_size=768, patch_size=256, crop_size=224, normalize=True,
+                 flip="NONE", rotate="NONE", geometry=None):
+        check_transform(flip, rotate)
+        self._wsi_path = Path(wsi_path)
+        self._mask = mask_path if isinstance(mask_path, np.ndarray) else load_mask(mask_path)
+        self._grid = GridSpec(image_size, patch_size, crop_size)
+        self._normalize = normalize
+        self._flip, self._rotate = flip, rotate
+        self._slide, self._slide_pid = None, None
+        if geometry is None:
+            with open_slide(self._wsi_path) as slide:
+                geometry = mask_geometry(slide.level_dimensions, slide.level_downsamples, self._mask.shape,
+                                         mask_name=str(mask_path) if not isinstance(mask_path, np.ndarray)
+                                         else "the mask", slide_name=str(self._wsi_path))
+        self.geometry = geometry
+        self._x_idcs, self._y_idcs = np.where(self._mask)
+
+    @property
+    def grid_size(self):
+        """Patches per grid, G."""
+        return self._grid.num_nodes
+
+    def __len__(self):
+        return len(self._x_idcs)
+
+    def __getstate__(self):
+        # OpenSlide handles do not survive pickling (spawned workers): each worker opens its own.
+        state = self.__dict__.copy()
+        state["_slide"], state["_slide_pid"] = None, None
+        return state
+
+    def region(self, xm, ym):
+        """The RGB PIL region of position ``(xm, ym)``, before flip and rotation."""
+        if self._slide is None or self._slide_pid != os.getpid():
+            # One handle per process: a handle inherited through fork is not shared with the parent.
+            self._slide, self._slide_pid = open_slide(self._wsi_path), os.getpid()
+        x_center, y_center = self.geometry.centre(xm, ym)
+        origin = (self._grid.region_origin(x_center), self._grid.region_origin(y_center))
+        size = self._grid.image_size
+        return self._slide.read_region_image(origin, 0, (size, size))
+
+    def __getitem__(self, idx):
+        xm, ym = int(self._x_idcs[idx]), int(self._y_idcs[idx])
+        img = transform_image(self.region(xm, ym), self._flip, self._rotate)
+        img = np.array(img, dtype=np.float32).transpose((2, 0, 1))  # [3, rows = y, cols = x]
+        if self._normalize:
+            img = (img - 128.0) / 128.0
+        crop, offsets = self._grid.crop_size, self._grid.crop_offsets()
+        grid = np.empty((self._grid.num_nodes, 3, crop, crop), dtype=np.float32)
+        for i, (row, col) in enumerate((r, c) for r in offsets for c in offsets):
+            grid[i] = img[:, row:row + crop, col:col + crop]
+        return grid, xm, ym
+
+    def close(self):
+        if self._slide is not None:
+            self._slide.close()
+            self._slide = None

@@ -1,0 +1,126 @@
+"""Non-maximum suppression of a probability map into tumour detections (the original ``nms.py``).
+
+The probability map is an ``[x, y]`` array (first axis = x, the transpose of an image) at level ``level``: cell
+``(i, j)`` is the level-0 square ``[i·2**level, (i+1)·2**level) × [j·2**level, (j+1)·2**level)``.
+
+The original's loop: while the map's maximum is strictly above ``prob_thred``, take the first cell (C order:
+smallest x, then smallest y) holding that maximum, emit ``(p, int((i + 0.5)·2**level), int((j + 0.5)·2**level))``
+and zero the half-open window ``[i − r, i + r) × [j − r, j + r)`` clipped to the map (2r cells per axis, one more
+before the maximum than after it). Optionally the map is first smoothed with ``skimage.filters.gaussian``.
+
+Implementation: zeroing only ever removes cells (with a threshold ≥ 0 a zeroed cell is never above it), so the
+cells the loop picks are exactly the cells above the threshold visited in descending order of value, ties in C
+order, skipping those already zeroed. One stable sort of the candidates and a loop over them replace the
+original's full-map ``max`` and ``where`` per detection, with identical output.
+"""
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from wsi.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+class ProbsMapError(InputError):
+    """A probability map that cannot be used; the message names the file and the problem."""
+
+
+def load_probs_map(path, mmap=False):
+    """Load a probability map ``.npy``: a finite, real, non-empty 2-D ``[x, y]`` array.
+
+    Raises :class:`ProbsMapError` naming the file for a missing or unreadable file, a pickled object, or an
+    array that is not 2-D, not numeric, empty or holds NaN / infinity. ``mmap=True`` memory-maps the file (the
+    finiteness check still reads it once).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ProbsMapError(f"{path}: no such probability map" + (" (it is a folder)" if path.is_dir() else ""))
+    try:
+        array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ProbsMapError(f"{path}: not a NumPy .npy array ({reason})") from None
+    if not isinstance(array, np.ndarray):  # an .npz archive
+        raise ProbsMapError(f"{path}: not a single .npy array (an .npz archive?)")
+    check_probs_map(array, path)
+    return array
+
+
+def check_probs_map(array, where="probability map"):
+    """Raise :class:`ProbsMapError` unless ``array`` is a finite, real, non-empty 2-D array."""
+    if array.ndim != 2:
+        raise ProbsMapError(f"{where}: expected a 2-D [x, y] probability map, got shape {tuple(array.shape)}")
+    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
+            or array.dtype == bool):
+        raise ProbsMapError(f"{where}: expected a real-valued probability map, got dtype {array.dtype}")
+    if array.size == 0:
+        raise ProbsMapError(f"{where}: the probability map is empty, shape {tuple(array.shape)}")
+    if np.issubdtype(array.dtype, np.floating):
+        bad = ~np.isfinite(array)
+        if bad.any():
+            i, j = np.argwhere(bad)[0]
+            raise ProbsMapError(f"{where}: the probability map holds {int(bad.sum())} non-finite values "
+                                f"(NaN or infinity), the first at [x={i}, y={j}]")
+
+
+def smooth(probs_map, sigma):
+    """``skimage.filters.gaussian(map, sigma)`` with its defaults (``mode='nearest'``, ``truncate=4.0``), in
+    float64 as the original's scikit-image 0.13 computed it; ``sigma <= 0`` returns the map unchanged."""
+    from skimage.filters import gaussian
+
+    probs_map = np.asarray(probs_map, dtype=np.float64)
+    if sigma > 0:
+        probs_map = gaussian(probs_map, sigma=sigma)
+    return probs_map
+
+
+def nms(probs_map, level=6, radius=12, prob_thred=0.5, sigma=0.0):
+    """Detections ``[(prob, x, y), ...]`` of an ``[x, y]`` probability map, in the original's order.
+
+    Parameters
+    ----------
+    probs_map : ndarray ``[X, Y]``
+        The map, first axis x (as ``probs_map.py`` writes it). Not modified.
+    level : int
+        The map's level: cell ``(i, j)`` has level-0 centre ``(int((i + 0.5)·2**level), int((j + 0.5)·2**level))``.
+    radius : int
+        Half-size of the zeroed window ``[i − radius, i + radius)`` (in map cells, per axis); at least 1.
+    prob_thred : float
+        Stop once no value is strictly above it; at least 0.
+    sigma : float
+        Gaussian smoothing (map cells) before the search when > 0; the probabilities reported are smoothed.
+
+    Returns a list of ``(prob float, x int, y int)`` in level-0 pixels, in descending order of probability
+    (ties: smallest x, then smallest y).
+    """
+    if radius < 1:
+        # The original never zeroes the maximum with an empty window and loops for ever.
+        raise InputError(f"--radius must be at least 1, got {radius}")
+    if prob_thred < 0:
+        # Zeroed cells (0.0) would stay above a negative threshold: the original loops for ever.
+        raise InputError(f"--prob_thred must be at least 0, got {prob_thred}")
+    if level < 0:
+        raise InputError(f"--level must be at least 0, got {level}")
+    check_probs_map(np.asarray(probs_map))
+    values = smooth(probs_map, sigma)
+    size_x, size_y = values.shape
+    resolution = 2 ** int(level)
+
+    flat = values.ravel()
+    candidates = np.flatnonzero(flat > prob_thred)  # ascending = C order
+    # Descending value; the stable sort keeps C order among equal values (the original's first-index rule).
+    candidates = candidates[np.argsort(-flat[candidates], kind="stable")]
+    suppressed = np.zeros(values.shape, dtype=bool)
+    detections = []
+    for index in candidates:
+        i, j = divmod(int(index), size_y)
+        if suppressed[i, j]:
+            continue
+        prob = float(flat[index])
+        detections.append((prob, int((i + 0.5) * resolution), int((j + 0.5) * resolution)))
+        suppressed[max(i - radius, 0):min(i + radius, size_x), max(j - radius, 0):min(j + radius, size_y)] = True
+    log.info("%d detections above %s", len(detections), prob_thred)
+    return detections

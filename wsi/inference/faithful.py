@@ -1,0 +1,83 @@
+"""The original's probability map, computed as the original does (``--mode faithful``).
+
+For every tissue position of the ``[x, y]`` mask, the grid region centred on it is read, cut into G crops
+(:class:`~wsi.data.wsi_producer.GridWSIPatchDataset`), run through the network with the CRF, and only the
+kept (centre) node's probability is stored. With ``eight_avg`` this runs once per (flip, rotate) pair of
+:data:`~wsi.inference.tta.TRANSFORMS` and the eight maps are summed and divided by eight, as the original.
+"""
+
+import logging
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from wsi.data.wsi_producer import GridWSIPatchDataset
+from wsi.inference.common import autocast, model_device
+from wsi.inference.loader import guarded_loader
+from wsi.inference.tta import transforms
+
+logger = logging.getLogger(__name__)
+
+
+def faithful_probs_map(model, wsi_path, mask, grid, geometry, *, batch_size=20, num_workers=5, eight_avg=False,
+                       amp=False, progress=True, stats=None):
+    """Probability map of one slide, position by position (the original's algorithm).
+
+    Parameters
+    ----------
+    model : ResNetGrid
+        In eval mode, on its device; ``model(grids [B, G, 3, C, C]) -> [B, G]`` logits.
+    wsi_path : path of the slide.
+    mask : ndarray bool ``[X_mask, Y_mask]``
+        The tissue mask, x first.
+    grid : GridSpec
+    geometry : MaskGeometry
+        The mask's stride on the slide (:func:`~wsi.inference.geometry.mask_geometry`).
+    batch_size : int
+        Grids per forward pass (the original: the config's batch_size × 2 = 20).
+    num_workers : int
+        DataLoader workers reading regions.
+    eight_avg : bool
+        Average the eight flip/rotation variants.
+    amp : bool
+        Mixed precision for the backbone.
+    progress : bool
+        Show a tqdm bar counting positions.
+    stats : InferenceStats, optional
+        Filled with the counts of what was computed.
+
+    Returns the map, float64 ``[X_mask, Y_mask]``: sigmoid of the kept node's logit at tissue positions, 0
+    elsewhere.
+    """
+    device = model_device(model)
+    pairs = transforms(eight_avg)
+    kept = grid.kept
+    total = None
+    num_positions = int(np.count_nonzero(mask))
+    bar = tqdm(total=num_positions * len(pairs), unit="pos", desc="probs_map (faithful)", disable=not progress,
+               leave=False)
+    for flip, rotate in pairs:
+        dataset = GridWSIPatchDataset(wsi_path, mask, grid.image_size, grid.patch_size, grid.crop_size,
+                                      normalize=True, flip=flip, rotate=rotate, geometry=geometry)
+        probs_map = np.zeros(mask.shape, dtype=np.float64)
+        batches = guarded_loader(dataset, batch_size=batch_size, num_workers=num_workers,
+                                 pin_memory=device.type == "cuda")
+        for step, (grids, x_mask, y_mask) in enumerate(batches, start=1):
+            with torch.inference_mode(), autocast(device, amp):
+                logits = model(grids.to(device, non_blocking=True))
+            probs = torch.sigmoid(logits[:, kept].float()).cpu().numpy()
+            probs_map[x_mask.numpy(), y_mask.numpy()] = probs
+            bar.update(len(probs))
+            logger.debug("flip : %s, rotate : %s, batch : %d", flip, rotate, step)
+        dataset.close()
+        total = probs_map if total is None else total + probs_map
+    bar.close()
+    if eight_avg:
+        total /= len(pairs)
+    if stats is not None:
+        stats.mode, stats.positions, stats.transforms = "faithful", num_positions, len(pairs)
+        stats.cnn_evaluations += num_positions * len(pairs) * grid.num_nodes
+        stats.regions_read += num_positions * len(pairs)
+        stats.bytes_decoded += num_positions * len(pairs) * grid.image_size ** 2 * 3
+    return total

@@ -1,0 +1,200 @@
+"""Geometry of whole-slide inference: the mask's stride on the slide, the grid of patches, fast-mode exactness.
+
+A tissue mask (and the probability map made from it) is an ``[x, y]`` array: mask pixel ``(xm, ym)`` covers
+level-0 pixels ``[xm·s, (xm+1)·s) × [ym·s, (ym+1)·s)`` for the stride ``s`` (level-0 pixels per mask pixel),
+and the grid of that position is centred on ``(int((xm + 0.5)·s), int((ym + 0.5)·s))`` as in the original.
+
+The original derived ``s`` as ``X_slide / X_mask`` and demanded exact float equality with ``Y_slide / Y_mask``
+and a power of two (its issues #6 and #33). Here the stride comes from the slide's real sizes, with a tolerance
+of one mask pixel of rounding on each axis (level sizes may be rounded up, as Camelyon16's and OpenSlide's
+pyramids are, or down), and it must be a power of two (what the original accepted) or one of the slide's level
+downsamples. Anything else (the two axes disagreeing, a mask made for another slide) is refused in one line that
+gives both shapes and both ratios.
+"""
+
+import math
+from dataclasses import dataclass
+
+from wsi.errors import InputError
+
+
+class GeometryError(InputError):
+    """A mask that does not fit its slide, or a config whose grid cannot be cut; the message gives the numbers."""
+
+
+@dataclass(frozen=True)
+class MaskGeometry:
+    """Where a ``[x, y]`` mask lies on its slide.
+
+    Attributes
+    ----------
+    slide_size : (int, int)
+        Level-0 (width, height) of the slide.
+    mask_shape : (int, int)
+        ``(X_mask, Y_mask)``: the mask's shape, x first.
+    stride : float
+        Level-0 pixels per mask pixel ``s`` (an integer value whenever one fits; see :func:`mask_geometry`).
+    level : int or None
+        The slide level whose ``level_dimensions`` equal the mask's shape, if one does.
+    """
+
+    slide_size: tuple
+    mask_shape: tuple
+    stride: float
+    level: int | None = None
+
+    @property
+    def integer_stride(self):
+        """``stride`` as an int when it is a whole number, else None."""
+        return int(self.stride) if float(self.stride).is_integer() else None
+
+    def centre(self, xm, ym):
+        """Level-0 centre ``(int((xm + 0.5)·s), int((ym + 0.5)·s))`` of mask pixel ``(xm, ym)`` (the original's)."""
+        return int((xm + 0.5) * self.stride), int((ym + 0.5) * self.stride)
+
+
+def _fits(size, mask_size, stride):
+    """True when ``mask_size`` is ``size / stride`` rounded up or down (within one mask pixel)."""
+    return abs(size / stride - mask_size) < 1
+
+
+def mask_geometry(level_dimensions, level_downsamples, mask_shape, *, mask_name="MASK", slide_name="WSI"):
+    """The stride of a ``[x, y]`` mask on a slide, or a one-line :class:`GeometryError`.
+
+    Parameters
+    ----------
+    level_dimensions, level_downsamples : sequences
+        The slide's ``(width, height)`` and downsample per level, as OpenSlide reports them.
+    mask_shape : (int, int)
+        ``(X_mask, Y_mask)``, the shape of the ``[x, y]`` mask.
+    mask_name, slide_name : str
+        How the error message names the two files.
+
+    The stride ``s`` must fit both axes: ``X_mask`` is ``X_slide / s`` rounded up or down, and so is ``Y_mask``.
+    It is the power of two that fits best, else the (rounded) downsample of a slide level that fits. Exact
+    ratios that are powers of two (all the original accepted) give the same stride as the original.
+    """
+    (x_slide, y_slide), (x_mask, y_mask) = level_dimensions[0], tuple(int(v) for v in mask_shape)
+    shapes = f"mask of shape {x_mask}x{y_mask} ([x, y]) does not fit slide {slide_name} of {x_slide}x{y_slide}"
+    if x_mask <= 0 or y_mask <= 0:
+        raise GeometryError(f"{mask_name}: the mask is empty (shape {x_mask}x{y_mask})")
+    rx, ry = x_slide / x_mask, y_slide / y_mask
+    ratios = f"ratios X_slide/X_mask = {rx:.6g}, Y_slide/Y_mask = {ry:.6g}"
+    level = next((k for k, dims in enumerate(level_dimensions) if tuple(dims) == (x_mask, y_mask)), None)
+
+    def fits(stride):
+        return stride > 0 and _fits(x_slide, x_mask, stride) and _fits(y_slide, y_mask, stride)
+
+    def misfit(stride):
+        return max(abs(x_slide / stride - x_mask), abs(y_slide / stride - y_mask))
+
+    powers = [2.0 ** k for k in range(0, 41) if fits(2.0 ** k)]
+    if powers:
+        return MaskGeometry((x_slide, y_slide), (x_mask, y_mask), min(powers, key=misfit), level)
+    for downsample in level_downsamples:
+        for stride in (float(round(downsample)), float(downsample)):
+            if fits(stride):
+                return MaskGeometry((x_slide, y_slide), (x_mask, y_mask), stride, level)
+
+    # Say which rule failed: do the two axes agree on any stride at all?
+    lo = max(x_slide / (x_mask + 1), y_slide / (y_mask + 1))
+    hi = min(x_slide / (x_mask - 1) if x_mask > 1 else math.inf, y_slide / (y_mask - 1) if y_mask > 1 else math.inf)
+    if lo >= hi:
+        why = ("differ between the axes by more than one mask pixel of rounding (a mask made for another slide, "
+               "or level sizes misreported as by OpenSlide 3.4.0)")
+    else:
+        downsamples = ", ".join(f"{d:.6g}" for d in level_downsamples)
+        why = f"match neither a power of two nor the slide's level downsamples ({downsamples})"
+    raise GeometryError(f"{mask_name}: {shapes}: {ratios} {why}")
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """The grid of one position: an ``image_size``² region cut into ``side``² patches, each centre-cropped.
+
+    Attributes
+    ----------
+    image_size, patch_size, crop_size : int
+        The config's sizes (768, 256, 224 in the original).
+    """
+
+    image_size: int
+    patch_size: int
+    crop_size: int
+
+    def __post_init__(self):
+        for name in ("image_size", "patch_size", "crop_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise GeometryError(f"the config: {name} must be a positive integer, got {value!r}")
+        if self.image_size % self.patch_size:
+            raise GeometryError(f"the config: image_size {self.image_size} is not a multiple of "
+                                f"patch_size {self.patch_size}")
+        if self.crop_size > self.patch_size:
+            raise GeometryError(f"the config: crop_size {self.crop_size} is larger than patch_size "
+                                f"{self.patch_size}")
+
+    @classmethod
+    def from_config(cls, cfg, source="the config"):
+        """The grid a config describes (keys ``image_size``, ``patch_size``, ``crop_size``)."""
+        try:
+            sizes = {key: cfg[key] for key in ("image_size", "patch_size", "crop_size")}
+        except KeyError as err:
+            raise GeometryError(f"{source}: missing key {err.args[0]!r}") from None
+        try:
+            return cls(**sizes)
+        except GeometryError as err:
+            raise GeometryError(str(err).replace("the config", str(source), 1)) from None
+
+    @property
+    def side(self):
+        """Patches per side of the grid (3)."""
+        return self.image_size // self.patch_size
+
+    @property
+    def num_nodes(self):
+        """Patches per grid, G = side² (9)."""
+        return self.side ** 2
+
+    @property
+    def kept(self):
+        """The node whose probability the map keeps, ``G // 2`` (4, the centre of a 3×3 grid)."""
+        return self.num_nodes // 2
+
+    @property
+    def kept_cell(self):
+        """(row, col) of the kept node in the grid; rows follow the slide's y."""
+        return divmod(self.kept, self.side)
+
+    def crop_offsets(self):
+        """Start of crop k along either axis of the region: ``int((k + 0.5)·patch_size − crop_size / 2)``."""
+        return [int((k + 0.5) * self.patch_size - self.crop_size / 2) for k in range(self.side)]
+
+    def region_origin(self, centre):
+        """Level-0 top-left of the region centred on ``centre`` (one axis): ``int(centre − image_size / 2)``."""
+        return int(centre - self.image_size / 2)
+
+
+def fast_mode_problem(geometry, grid, eight_avg=False):
+    """Why the fast mode would not reproduce the faithful map exactly, or None when it does.
+
+    The fast mode computes each patch once and shares it between the grids whose crops coincide. That holds when
+    the stride ``s`` is an integer dividing ``patch_size`` (the neighbours of a position are positions
+    ``patch_size / s`` mask pixels away) and ``image_size`` is even (region origins are then exact integers, also
+    near the slide's top and left edges). With ``eight_avg``, flipped and rotated crops must be the crops of the
+    flipped and rotated region, which needs ``patch_size − crop_size`` even (crops centred in their cells).
+    """
+    stride = geometry.integer_stride
+    if stride is None:
+        return f"the mask stride {geometry.stride:g} is not an integer"
+    if grid.patch_size % stride:
+        return f"patch_size {grid.patch_size} is not a multiple of the mask stride {stride}"
+    if grid.image_size % 2:
+        return f"image_size {grid.image_size} is odd"
+    offsets = grid.crop_offsets()
+    if any(off - offsets[0] != k * grid.patch_size for k, off in enumerate(offsets)) or offsets[0] < 0:
+        return f"crops of {grid.crop_size} are not evenly spaced in cells of {grid.patch_size}"
+    if eight_avg and (grid.patch_size - grid.crop_size) % 2:
+        return (f"with --eight_avg, patch_size − crop_size = {grid.patch_size - grid.crop_size} must be even "
+                "(crops centred in their cells)")
+    return None

@@ -1,0 +1,263 @@
+"""Probability maps of one slide or many: loading the model, choosing the mode, sharding, skipping done maps.
+
+One slide: ``WSI`` a slide file, ``MASK`` its ``.npy`` tissue mask, ``NPY`` the output file (overwritten, as the
+original). Many slides: ``WSI`` a folder of slides (or a ``.txt`` list of slide paths, one a line), ``MASK`` the
+folder of masks ``<stem>.npy`` and ``NPY`` the output folder, one ``<stem>.npy`` per slide; maps that exist are
+skipped, so an interrupted run resumes. Slides are sorted by stem and shard ``K/N`` takes every N-th from the
+K-th, so N processes (``--shard``, or torchrun's ``RANK``/``WORLD_SIZE``) share a test set without a coordinator.
+"""
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from wsi.config import load_config
+from wsi.data.slide import open_slide
+from wsi.data.wsi_producer import load_mask
+from wsi.errors import InputError
+from wsi.fileio import npy_path, save_npy
+from wsi.inference.common import InferenceStats
+from wsi.inference.fast import BLOCK_SIZE, fast_probs_map
+from wsi.inference.faithful import faithful_probs_map
+from wsi.inference.geometry import GridSpec, fast_mode_problem, mask_geometry
+from wsi.model import build_model
+from wsi.model.checkpoint import CheckpointError, load_checkpoint, load_model_state
+
+logger = logging.getLogger(__name__)
+
+MODES = ("fast", "faithful")
+#: Suffixes of the slide files a folder of slides is scanned for (OpenSlide's single-file formats).
+SLIDE_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One map to compute: slide, tissue mask and output ``.npy``."""
+
+    slide: Path
+    mask: Path
+    output: Path
+
+
+# Model ---------------------------------------------------------------------------------------------------------
+def load_inference_model(ckpt_path, cfg, cfg_path, device):
+    """The config's network with the checkpoint's weights, in eval mode on ``device``.
+
+    Raises a one-line error when they do not belong together: a CRF in one and not the other, another
+    architecture or grid (from :func:`~wsi.model.checkpoint.load_model_state`), or a checkpoint that records a
+    training config with other image, patch or crop sizes than ``cfg``.
+    """
+    model = build_model(cfg, source=str(cfg_path))
+    ckpt = load_checkpoint(ckpt_path, map_location="cpu")
+    trained = ckpt.get("cfg")
+    if isinstance(trained, dict):
+        for key in ("image_size", "patch_size", "crop_size"):
+            if key in trained and key in cfg and trained[key] != cfg[key]:
+                raise CheckpointError(f"{ckpt_path}: trained with {key} {trained[key]} but {cfg_path} has "
+                                      f"{key} {cfg[key]}")
+    load_model_state(model, ckpt["state_dict"], source=str(ckpt_path))
+    return model.to(device).eval()
+
+
+def default_device():
+    """``cuda`` (this process's ``LOCAL_RANK`` under torchrun) when a GPU is present, else ``cpu``."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+def resolve_device(device=None):
+    """``torch.device(device)``, or :func:`default_device` for None; a one-line error for a bad or absent device."""
+    if not device:
+        return default_device()
+    try:
+        device = torch.device(device)
+    except (RuntimeError, ValueError) as err:
+        raise InputError(f"--device {device!r}: not a torch device ({str(err).splitlines()[0]})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: CUDA is not available here (use --device cpu)")
+    return device
+
+
+# One slide -----------------------------------------------------------------------------------------------------
+def compute_probs_map(model, wsi_path, mask, grid, *, mode="fast", batch_size=20, num_workers=5, eight_avg=False,
+                      amp=False, progress=True, stats=None, mask_name="the mask", block_size=BLOCK_SIZE):
+    """The probability map of one slide, float64 ``[X_mask, Y_mask]`` (x first), 0 off tissue.
+
+    Parameters
+    ----------
+    model : ResNetGrid in eval mode, on the device to use.
+    wsi_path : the slide.
+    mask : bool ndarray ``[X_mask, Y_mask]``, the tissue mask.
+    grid : GridSpec
+    mode : ``'fast'`` (each patch once; falls back to ``'faithful'`` with one log line where that would not give
+        the same map) or ``'faithful'`` (the original's algorithm).
+    batch_size : grids per forward pass in the faithful mode; the fast mode passes ``batch_size × G`` patches,
+        the same number of crops.
+    num_workers, eight_avg, amp, progress : see the command line.
+    stats : InferenceStats, optional, filled with what was computed.
+    mask_name : how errors name the mask.
+
+    Raises :class:`~wsi.inference.geometry.GeometryError` when the mask does not fit the slide.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    with open_slide(wsi_path) as slide:
+        geometry = mask_geometry(slide.level_dimensions, slide.level_downsamples, mask.shape,
+                                 mask_name=str(mask_name), slide_name=str(wsi_path))
+    num_nodes = getattr(getattr(model, "crf", None), "num_nodes", grid.num_nodes)
+    if num_nodes != grid.num_nodes:
+        raise InputError(f"the model's CRF has {num_nodes} nodes but the grid has {grid.num_nodes} "
+                         f"(image_size {grid.image_size} / patch_size {grid.patch_size})")
+    if mode == "fast":
+        problem = fast_mode_problem(geometry, grid, eight_avg)
+        if problem:
+            logger.info("%s: the fast mode would not give the faithful map exactly (%s); running the faithful mode",
+                        wsi_path, problem)
+            mode = "faithful"
+    common = dict(num_workers=num_workers, eight_avg=eight_avg, amp=amp, progress=progress, stats=stats)
+    if mode == "fast":
+        return fast_probs_map(model, wsi_path, mask, grid, geometry, batch_size=batch_size * grid.num_nodes,
+                              block_size=block_size, **common)
+    return faithful_probs_map(model, wsi_path, mask, grid, geometry, batch_size=batch_size, **common)
+
+
+# Many slides ---------------------------------------------------------------------------------------------------
+def list_slides(wsi):
+    """Slides of a folder (files with a slide suffix, hidden files skipped) or of a ``.txt`` list file.
+
+    A list file holds one slide path a line; relative paths are relative to the list file's folder; blank lines
+    and lines starting with ``#`` are skipped.
+    """
+    wsi = Path(wsi)
+    if wsi.is_dir():
+        slides = [p for p in wsi.iterdir()
+                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in SLIDE_SUFFIXES]
+        if not slides:
+            raise InputError(f"{wsi}: no slide files ({', '.join(SLIDE_SUFFIXES)}) in this folder")
+        return slides
+    if not wsi.is_file():
+        raise InputError(f"{wsi}: no such slide list file")
+    slides = []
+    with open(wsi) as handle:
+        for number, line in enumerate(handle, start=1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            path = Path(line) if Path(line).is_absolute() else wsi.parent / line
+            if not path.is_file():
+                raise InputError(f"{wsi}: line {number}: no such slide file {path}")
+            slides.append(path)
+    if not slides:
+        raise InputError(f"{wsi}: the slide list is empty")
+    return slides
+
+
+def is_many(wsi):
+    """True when ``WSI`` names many slides: a folder or a ``.txt`` list file."""
+    wsi = Path(wsi)
+    return wsi.is_dir() or wsi.suffix.lower() == ".txt"
+
+
+def plan_jobs(wsi, mask, npy):
+    """The maps to compute, sorted by slide stem: one job for a slide file, one per slide for a folder or list.
+
+    Raises :class:`~wsi.errors.InputError` (one line) when the arguments do not form a set: a folder of slides
+    with a mask file, an output that is an existing file, two slides with the same stem.
+    """
+    if not is_many(wsi):
+        return [Job(Path(wsi), Path(mask), npy_path(npy))]
+    slides = sorted(list_slides(wsi), key=lambda p: (p.stem, str(p)))
+    mask, npy = Path(mask), Path(npy)
+    if not mask.is_dir():
+        raise InputError(f"{mask}: with many slides ({wsi}), MASK must be the folder of tissue masks <stem>.npy")
+    if npy.exists() and not npy.is_dir():
+        raise InputError(f"{npy}: with many slides ({wsi}), NPY must be the output folder, not a file")
+    stems = [p.stem for p in slides]
+    duplicates = sorted({s for s in stems if stems.count(s) > 1})
+    if duplicates:
+        raise InputError(f"{wsi}: several slides share the stem {duplicates[0]!r}; their maps would overwrite "
+                         "each other")
+    return [Job(p, mask / f"{p.stem}.npy", npy / f"{p.stem}.npy") for p in slides]
+
+
+def parse_shard(text):
+    """``'K/N'`` → (K, N) with 0 ≤ K < N; raises :class:`~wsi.errors.InputError`."""
+    try:
+        k, n = (int(v) for v in str(text).split("/"))
+    except ValueError:
+        raise InputError(f"--shard {text!r}: expected K/N, e.g. 0/4 (shards are numbered from 0)") from None
+    if n < 1 or not 0 <= k < n:
+        raise InputError(f"--shard {text}: need 0 <= K < N (shards are numbered from 0)")
+    return k, n
+
+
+def shard_from_env(environ=os.environ):
+    """(RANK, WORLD_SIZE) as torchrun sets them, or (0, 1) outside torchrun."""
+    try:
+        return int(environ.get("RANK", 0)), int(environ.get("WORLD_SIZE", 1))
+    except ValueError:
+        return 0, 1
+
+
+def select_shard(jobs, shard):
+    """Jobs of shard (K, N): every N-th job from the K-th, in the sorted order (disjoint, together all)."""
+    k, n = shard
+    return jobs[k::n]
+
+
+def run_probs_maps(wsi, ckpt, cfg_path, mask, npy, *, mode="fast", device=None, batch_size=None, num_workers=5,
+                   eight_avg=False, amp=False, shard=None, progress=True, skip_existing=None):
+    """Compute the maps ``probs_map.py`` is asked for; returns the list of outputs written.
+
+    ``shard`` is (K, N) or None for torchrun's ``RANK``/``WORLD_SIZE`` (one shard outside torchrun).
+    ``skip_existing`` defaults to True for many slides and False for one (the original overwrites). Every
+    problem found before the first map (config, checkpoint, missing masks) is raised before anything runs.
+    """
+    cfg = load_config(cfg_path)
+    grid = GridSpec.from_config(cfg, source=cfg_path)
+    batch_size = batch_size or cfg["batch_size"] * 2
+    if batch_size < 1:
+        raise InputError(f"--batch_size {batch_size}: must be at least 1")
+    if num_workers < 0:
+        raise InputError(f"--num_workers {num_workers}: must be at least 0")
+    device = resolve_device(device)
+    many = is_many(wsi)
+    jobs = plan_jobs(wsi, mask, npy)
+    shard = shard or shard_from_env()
+    mine = select_shard(jobs, shard)
+    if shard[1] > 1:
+        logger.info("shard %d/%d: %d of %d slides", shard[0], shard[1], len(mine), len(jobs))
+    if skip_existing is None:
+        skip_existing = many
+    todo = []
+    for job in mine:
+        if skip_existing and job.output.exists():
+            logger.info("%s: %s exists, skipped", job.slide.name, job.output)
+        else:
+            todo.append(job)
+    missing = [job.mask for job in todo if not job.mask.is_file()]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise InputError(f"{missing[0]}: no such mask file{more}")
+    if not todo:
+        return []
+    model = load_inference_model(ckpt, cfg, cfg_path, device)
+    written = []
+    for number, job in enumerate(todo, start=1):
+        tissue = load_mask(job.mask)
+        stats = InferenceStats()
+        start = time.perf_counter()
+        probs_map = compute_probs_map(model, job.slide, tissue, grid, mode=mode, batch_size=batch_size,
+                                      num_workers=num_workers, eight_avg=eight_avg, amp=amp, progress=progress,
+                                      stats=stats, mask_name=job.mask)
+        seconds = time.perf_counter() - start
+        written.append(save_npy(job.output, probs_map))
+        logger.info("%s (%d/%d): %d tissue positions, %s mode, %.1f s (%.1f positions/s), %.2f CNN evaluations "
+                    "per position -> %s", job.slide.name, number, len(todo), stats.positions, stats.mode, seconds,
+                    stats.positions / max(seconds, 1e-9), stats.evaluations_per_position, written[-1])
+    return written
