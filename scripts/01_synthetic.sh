@@ -3,7 +3,8 @@
 # Writes training slides (tumour slides with their ASAP XML, normal slides) to TRAIN_DIR and test slides (with
 # Camelyon16-style ground-truth masks in TEST_DIR/masks) to TEST_DIR, all OpenSlide-readable generic TIFFs at
 # 0.243 µm/px. Every slide also has lymphoid follicles (normal tissue packed with small dark nuclei, darker than
-# tumour), so that colour alone does not separate tumour from normal. Camelyon16 users download the data instead (see docs/readme/demo.md).
+# tumour), so that colour alone does not separate tumour from normal. Camelyon16 users download the data
+# instead (see docs/demo.md).
 set -euo pipefail
 TRAIN_DIR=${TRAIN_DIR:-demo_out/train}          # output: Tumor_NNN.tif/.xml, Normal_NNN.tif
 TEST_DIR=${TEST_DIR:-demo_out/test}             # output: Test slides Tumor_1NN.tif/.xml, Normal_1NN.tif, masks/

@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
 # The whole NCRF pipeline on synthetic slides, in a few minutes on a CPU:
 #   synthetic slides -> XML to JSON -> coordinate lists -> train NCRF (configs/demo_crf.json) and the ResNet
-#   baseline (configs/demo_base.json), grids read on the fly -> tissue masks -> probability maps -> NMS ->
-#   ground-truth masks -> FROC -> slide AUC -> heatmaps, QuPath GeoJSON and ASAP XML.
+#   baseline (configs/demo_base.json), grids read on the fly -> tissue masks -> ground-truth masks -> probability
+#   maps -> NMS -> FROC -> slide AUC -> heatmaps and QuPath GeoJSON.
 # Each stage is one of the numbered scripts beside this one, run with the demo's paths. At the end it prints a
 # table (FROC and AUC of each model, time per stage) and where the outputs lie.
 #
 #   bash scripts/demo.sh                      # the demo, outputs in demo_out/
-#   DEMO_UNTRAINED=1 bash scripts/demo.sh     # the same with randomly initialised models (no training): a control
+#   DEMO_UNTRAINED=1 bash scripts/demo.sh     # the control: randomly initialised models, no training
 #
-# Variables: DEMO_DIR (output folder, default demo_out), DEMO_UNTRAINED (1: skip training), DEMO_SEED (0), and
-# for small runs (the test): DEMO_SLIDE_SIZE, DEMO_NUM_TRAIN_TUMOR, DEMO_NUM_TRAIN_NORMAL, DEMO_NUM_TEST_TUMOR,
-# DEMO_NUM_TEST_NORMAL, DEMO_TUMORS_PER_SLIDE, DEMO_TUMOR_SIZE, DEMO_LYMPHOID, DEMO_TUMOR_PER_SLIDE (training centres per
-# tumour slide), DEMO_NORMAL_PER_SLIDE, DEMO_CFG (JSON object of config keys to override, e.g. '{"epoch": 1}'),
-# DEMO_NUM_WORKERS, DEMO_PROB_THRED (NMS threshold, default 0).
+# Variables: DEMO_DIR (output folder, default demo_out), DEMO_UNTRAINED (1: skip training), DEMO_MODELS
+# ("crf base"), DEMO_SEED (0), DEMO_PROB_THRED (NMS threshold, default 0), DEMO_NUM_WORKERS (1), and, for small
+# runs such as the test: DEMO_SLIDE_SIZE, DEMO_NUM_TRAIN_TUMOR, DEMO_NUM_TRAIN_NORMAL, DEMO_NUM_TEST_TUMOR,
+# DEMO_NUM_TEST_NORMAL, DEMO_TUMORS_PER_SLIDE, DEMO_TUMOR_SIZE, DEMO_LYMPHOID, DEMO_TUMOR_PER_SLIDE (training
+# centres per tumour slide), DEMO_NORMAL_PER_SLIDE, DEMO_CFG (a JSON object of config keys to override,
+# e.g. '{"epoch": 1}').
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SCRIPTS="$ROOT/scripts"
@@ -21,6 +22,7 @@ export PYTHON=${PYTHON:-python}
 
 DEMO_DIR=${DEMO_DIR:-demo_out}
 DEMO_UNTRAINED=${DEMO_UNTRAINED:-0}
+DEMO_MODELS=${DEMO_MODELS:-"crf base"}              # configs/demo_<model>.json to train and evaluate
 DEMO_SEED=${DEMO_SEED:-0}
 DEMO_SLIDE_SIZE=${DEMO_SLIDE_SIZE:-4096}
 DEMO_NUM_TRAIN_TUMOR=${DEMO_NUM_TRAIN_TUMOR:-3}      # the last one is the validation slide
@@ -41,10 +43,16 @@ DEMO_PROB_THRED=${DEMO_PROB_THRED:-0}
 
 D=$DEMO_DIR
 mkdir -p "$D/logs" "$D/results"
-TIMINGS="$D/results/timings.tsv"
-: > "$TIMINGS"
 if [ "$DEMO_UNTRAINED" = 1 ]; then SUFFIX=_untrained; else SUFFIX=; fi
-MODELS=("crf$SUFFIX" "base$SUFFIX")
+TIMINGS="$D/results/timings$SUFFIX.tsv"
+: > "$TIMINGS"
+MODELS=()
+for kind in $DEMO_MODELS; do
+    case $kind in
+        crf|base) MODELS+=("$kind$SUFFIX") ;;
+        *) echo "$0: error: DEMO_MODELS: unknown model '$kind' (crf, base)" >&2; exit 2 ;;
+    esac
+done
 
 # stage NAME COMMAND...: run one stage, its output in $D/logs/NAME.log, its time in $TIMINGS.
 stage() {
@@ -112,7 +120,8 @@ rm -rf "$D/train" "$D/test" "$D/jsons" "$D/coords" "$D/tissue_masks" "$D/gt_mask
 stage 01_synthetic env TRAIN_DIR="$D/train" TEST_DIR="$D/test" SLIDE_SIZE="$DEMO_SLIDE_SIZE" \
     NUM_TRAIN_TUMOR="$DEMO_NUM_TRAIN_TUMOR" NUM_TRAIN_NORMAL="$DEMO_NUM_TRAIN_NORMAL" \
     NUM_TEST_TUMOR="$DEMO_NUM_TEST_TUMOR" NUM_TEST_NORMAL="$DEMO_NUM_TEST_NORMAL" \
-    TUMORS_PER_SLIDE="$DEMO_TUMORS_PER_SLIDE" TUMOR_SIZE="$DEMO_TUMOR_SIZE" LYMPHOID="$DEMO_LYMPHOID" SEED="$DEMO_SEED" \
+    TUMORS_PER_SLIDE="$DEMO_TUMORS_PER_SLIDE" TUMOR_SIZE="$DEMO_TUMOR_SIZE" LYMPHOID="$DEMO_LYMPHOID" \
+    SEED="$DEMO_SEED" \
     bash "$SCRIPTS/01_synthetic.sh"
 write_labels
 stage 02_xml2json env XML_DIR="$D/train" JSON_DIR="$D/jsons" WSI_DIR="$D/train" bash "$SCRIPTS/02_xml2json.sh"
@@ -146,6 +155,6 @@ for tag in "${MODELS[@]}"; do
     stage "11_auc_$tag" env PROBS_DIR="$D/probs/$tag" LABELS="$D/test/reference.csv" \
         SCORES="$D/results/${tag}_slide_scores.csv" bash "$SCRIPTS/11_auc.sh"
     stage "12_export_$tag" env PROBS_DIR="$D/probs/$tag" CSV_DIR="$D/csv/$tag" WSI_DIR="$D/test" \
-        EXPORT_DIR="$D/export/$tag" bash "$SCRIPTS/12_export.sh"
+        EXPORT_DIR="$D/export/$tag" FORMATS="png geojson" bash "$SCRIPTS/12_export.sh"
 done
-"$PYTHON" "$SCRIPTS/demo_report.py" "$D" "${MODELS[@]}" | tee "$D/results/summary.txt"
+"$PYTHON" "$SCRIPTS/demo_report.py" "$D" "$TIMINGS" "${MODELS[@]}" | tee "$D/results/summary$SUFFIX.txt"

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Summary of a demo run (scripts/demo.sh): FROC and slide AUC per model, time per stage, where outputs lie.
 
-Usage: ``python scripts/demo_report.py DEMO_DIR TAG [TAG ...]`` with TAG a model's name in the run (``crf``,
-``base``, ``crf_untrained``, ...). Reads ``DEMO_DIR/results/<TAG>_froc.json`` (Evaluation_FROC.py --json),
-``<TAG>_slide_scores.csv`` (slide_auc.py) and ``timings.tsv`` (demo.sh); prints a plain-text table.
+Usage: ``python scripts/demo_report.py DEMO_DIR TIMINGS TAG [TAG ...]`` with TAG a model's name in the run
+(``crf``, ``base``, ``crf_untrained``, ...). Reads ``DEMO_DIR/results/<TAG>_froc.json`` (Evaluation_FROC.py
+--json), ``<TAG>_slide_scores.csv`` (slide_auc.py) and TIMINGS (demo.sh's ``stage<TAB>seconds`` lines); prints a
+plain-text table.
 """
 import csv
 import json
@@ -26,7 +27,7 @@ def slide_auc(path):
 
 
 def main(argv):
-    demo_dir, tags = Path(argv[0]), argv[1:]
+    demo_dir, timings, tags = Path(argv[0]), Path(argv[1]), argv[2:]
     results = demo_dir / "results"
     lines = ["", "Results on the synthetic test slides",
              f"{'model':<36} {'FROC':>6} {'AUC':>6} {'lesions found':>14} {'FPs':>5}"]
@@ -45,27 +46,29 @@ def main(argv):
     lines.append("(lesions found and FPs: detections of probability >= 0.5; AUC: slide score = the map's maximum)")
     lines += ["", "Time per stage (s)"]
     total = 0.0
-    with open(results / "timings.tsv") as handle:
+    with open(timings) as handle:
         for row in csv.reader(handle, delimiter="\t"):
             lines.append(f"  {row[0]:<30} {float(row[1]):7.1f}")
             total += float(row[1])
     lines.append(f"  {'total':<30} {total:7.1f}")
     d = str(demo_dir)
-    first = tags[0]
-    lines += ["", "Outputs",
-              f"  {d}/train, {d}/test          synthetic slides (.tif), ASAP XML, test labels reference.csv",
-              f"  {d}/jsons                    annotation JSONs",
-              f"  {d}/coords                   coordinate lists tumor/normal_train/valid.txt",
-              f"  {d}/configs                  the run's configs (configs/demo_*.json with its paths)",
-              f"  {d}/runs/<model>             checkpoints best.ckpt, train.ckpt, cfg.json, tensorboard events",
-              f"  {d}/tissue_masks             tissue masks <slide>.npy ([x, y] bool, level 6)",
-              f"  {d}/gt_masks                 ground-truth masks <slide>.tif (tumour 255)",
-              f"  {d}/probs/<model>            probability maps <slide>.npy ([x, y] float64, level 6)",
-              f"  {d}/csv/<model>              detections <slide>.csv (prob,x,y at level 0)",
-              f"  {d}/results                  <model>_froc.json/.png, <model>_slide_scores.csv, timings.tsv",
-              f"  {d}/export/<model>           heatmap .png, QuPath .geojson, ASAP .xml per slide",
-              f"  {d}/logs                     each stage's log",
-              f"  models: {', '.join(tags)}   (e.g. {d}/export/{first}/)"]
+    outputs = [
+        (f"{d}/train, {d}/test", "synthetic slides <slide>.tif, their ASAP XML; test labels test/reference.csv"),
+        (f"{d}/jsons", "annotation JSONs of the training slides"),
+        (f"{d}/coords", "coordinate lists tumor_train.txt, normal_train.txt, tumor_valid.txt, normal_valid.txt"),
+        (f"{d}/configs", "the run's configs (configs/demo_*.json with the paths of this run)"),
+        (f"{d}/runs/<model>", "best.ckpt, train.ckpt, cfg.json, tensorboard events (tensorboard --logdir)"),
+        (f"{d}/tissue_masks", "tissue masks <slide>.npy ([x, y] bool, level 6)"),
+        (f"{d}/gt_masks", "ground-truth masks <slide>.tif (tumour 255)"),
+        (f"{d}/probs/<model>", "probability maps <slide>.npy ([x, y] float64, level 6)"),
+        (f"{d}/csv/<model>", "detections <slide>.csv (prob,x,y at level 0)"),
+        (f"{d}/results", "<model>_froc.json/.png, <model>_slide_scores.csv, this summary, the timings"),
+        (f"{d}/export/<model>", "heatmap <slide>.png and QuPath <slide>.geojson"),
+        (f"{d}/logs", "each stage's output"),
+    ]
+    width = max(len(path) for path, _ in outputs)
+    lines += ["", f"Outputs (<model>: {', '.join(tags)})"]
+    lines += [f"  {path:<{width}}  {what}" for path, what in outputs]
     print("\n".join(lines))
     return 0
 

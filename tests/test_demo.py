@@ -163,8 +163,9 @@ def test_ground_truth_masks_froc_and_auc(demo):
         assert "AUC = " in (out / "logs" / f"11_auc_{tag}.log").read_text()
 
 
-def test_exports_for_viewers(demo):
+def test_exports_for_viewers(demo, tmp_path):
     out, _ = demo
+    assert not list((out / "export").rglob("*.xml"))  # the demo writes heatmaps and GeoJSON
     for tag in ("crf", "base"):
         for stem in TEST_SLIDES:
             with Image.open(out / "export" / tag / f"{stem}.png") as image:
@@ -176,7 +177,14 @@ def test_exports_for_viewers(demo):
             assert len(points) == len(detections)
             for feature in geojson["features"]:
                 assert feature["properties"]["classification"]["name"] == "Tumor"
-            assert ET.parse(out / "export" / tag / f"{stem}.xml").getroot().tag == "ASAP_Annotations"
+    # ASAP XML, on request
+    proc = run_script([str(ROOT / "scripts" / "12_export.sh")],
+                      {"PROBS_DIR": str(out / "probs" / "crf"), "CSV_DIR": str(out / "csv" / "crf"),
+                       "WSI_DIR": str(out / "test"), "EXPORT_DIR": str(tmp_path), "FORMATS": "xml"}, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{stem}.xml" for stem in TEST_SLIDES]
+    for stem in TEST_SLIDES:
+        assert ET.parse(tmp_path / f"{stem}.xml").getroot().tag == "ASAP_Annotations"
 
 
 def test_untrained_control_and_patch_gen(demo, tmp_path):
@@ -184,15 +192,17 @@ def test_untrained_control_and_patch_gen(demo, tmp_path):
     out, _ = demo
     control = tmp_path / "control"
     proc = run_script([str(ROOT / "scripts" / "demo.sh")],
-                      {**TINY, "DEMO_DIR": str(control), "DEMO_UNTRAINED": "1"}, cwd=ROOT)
+                      {**TINY, "DEMO_DIR": str(control), "DEMO_UNTRAINED": "1", "DEMO_MODELS": "crf"}, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "NCRF (ResNet-18 + CRF) untrained" in proc.stdout
-    assert not (control / "runs" / "crf").exists()
-    for tag in ("crf_untrained", "base_untrained"):
+    assert "baseline" not in proc.stdout
+    assert sorted(p.name for p in (control / "runs").iterdir()) == ["crf_untrained"]
+    for tag in ("crf_untrained",):
         ckpt = torch.load(control / "runs" / tag / "best.ckpt", map_location="cpu", weights_only=True)
         assert ckpt["epoch"] == 0 and ckpt["step"] == 0
         assert json.loads((control / "results" / f"{tag}_froc.json").read_text())["num_tumours"] == 1
-    assert "05_train" not in (control / "results" / "timings.tsv").read_text()
+    assert "05_train" not in (control / "results" / "timings_untrained.tsv").read_text()
+    assert (control / "results" / "summary_untrained.txt").read_text() in proc.stdout
 
     proc = run_script([str(ROOT / "scripts" / "04_patch_gen.sh")],
                       {"WSI_DIR": str(out / "train"), "COORDS_DIR": str(out / "coords"), "LISTS": "tumor_valid",
@@ -213,3 +223,33 @@ def test_a_stage_script_stops_on_the_first_error(tmp_path):
     proc = run_script([str(ROOT / "scripts" / "08_nms.sh")],
                       {"PROBS_DIR": str(tmp_path), "CSV_DIR": str(tmp_path / "csv")}, cwd=tmp_path)
     assert proc.returncode != 0 and "no *.npy maps" in proc.stderr
+
+
+def test_lymphoid_follicles_are_dark_normal_tissue(tmp_path):
+    """The demo's slides have lymphoid follicles (synthetic_slide.py --lymphoid): normal tissue darker than tumour
+    at low magnification, outside the annotation and the mask; the rest of the layout is unchanged."""
+    from wsi.data.synthetic import make_synthetic_slide, plan_slide
+
+    kwargs = dict(seed=3, num_tumours=1, tumour_size=(700, 800))
+    result = make_synthetic_slide(tmp_path / "Tumor_001.tif", width=SIZE, height=SIZE, lymphoid=2,
+                                  mask_path=tmp_path / "Tumor_001_mask.tif", **kwargs)
+    tissue, annotation, _ = plan_slide(SIZE, SIZE, **kwargs)
+    assert result.annotation.to_dict() == annotation.to_dict()
+    assert [b.radius for b in result.tissue.blobs] == [b.radius for b in tissue.blobs]
+    assert len(result.tissue.lymphoid) == 2 and tissue.lymphoid == []
+
+    def mean_rgb(slide, x, y, level=0, size=64):
+        d = int(slide.level_downsamples[level])
+        region = slide.read_region((int(x) - size * d // 2, int(y) - size * d // 2), level, (size, size))
+        return np.asarray(region.convert("RGB"), dtype=float).mean()
+
+    tumour_xy = result.annotation.positive[0].vertices().mean(axis=0)
+    with openslide.OpenSlide(str(result.slide_path)) as slide, \
+            openslide.OpenSlide(str(tmp_path / "Tumor_001_mask.tif")) as mask:
+        for follicle in result.tissue.lymphoid:
+            xy = (follicle.cx, follicle.cy)
+            assert result.tissue.contains([xy])[0] and not result.annotation.inside_polygons([xy])[0]
+            assert mask.read_region((int(xy[0]), int(xy[1])), 0, (1, 1)).getpixel((0, 0))[0] == 0
+            # darker than tumour at level 0 (nuclei drawn) and level 2 (the textures' average colours)
+            for level, size in ((0, 64), (2, 16)):
+                assert mean_rgb(slide, *xy, level, size) < mean_rgb(slide, *tumour_xy, level, size)
