@@ -155,7 +155,10 @@ def test_bad_files_and_options_give_one_line(tmp_path, capsys):
     np.save(tmp_path / "ok.npy", np.ones((3, 3)))
     assert main([str(tmp_path / "ok.npy"), str(csv), "--radius", "0"]) == 2
     assert "--radius must be at least 1" in capsys.readouterr().err
-    assert main([str(tmp_path / "ok.npy"), str(csv), "--prob_thred", "-0.1"]) == 2
+    with pytest.raises(SystemExit) as exit_info:  # out of [0, 1]: refused by the parser (wsi.cli.probability)
+        main([str(tmp_path / "ok.npy"), str(csv), "--prob_thred", "-0.1"])
+    assert exit_info.value.code == 2
+    assert "argument --prob_thred: must be in [0, 1], got -0.1" in capsys.readouterr().err
     assert not csv.exists()
 
 

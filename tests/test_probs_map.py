@@ -369,7 +369,8 @@ def slide_folder(tmp_path_factory):
 def test_folder_mode_skips_finished_maps(slide_folder, inputs, tmp_path, capsys):
     out = tmp_path / "maps"
     out.mkdir()
-    np.save(out / "Test_002.npy", np.full((3, 3), 7.0))  # a finished map (of anything): left alone
+    shape = np.load(slide_folder / "mask" / "Test_002.npy").shape
+    np.save(out / "Test_002.npy", np.full(shape, 7.0))  # a finished map (float64, the mask's shape): left alone
     status, err = run_cli([slide_folder / "wsi", inputs / "crf.ckpt", inputs / "crf.json", slide_folder / "mask",
                            out, "--num_workers", "0"], capsys)
     assert status == 0, err

@@ -267,8 +267,10 @@ def test_bad_tissue_mask_is_one_line_and_writes_nothing(dataset, tmp_path, capsy
 
 def test_bad_options_are_one_line(dataset, tmp_path, capsys):
     root, _ = dataset
-    assert run_sampler(root, tmp_path, "--valid_fraction", "1.5") == 2
-    assert "--valid_fraction" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # out of [0, 1]: refused by the parser (wsi.cli.probability)
+        run_sampler(root, tmp_path, "--valid_fraction", "1.5")
+    assert exit_info.value.code == 2
+    assert "argument --valid_fraction: must be in [0, 1], got 1.5" in capsys.readouterr().err
     assert run_sampler(root, tmp_path, "--valid_pids", "Tumor_077") == 2
     assert "Tumor_077" in capsys.readouterr().err
     assert sample_coords.main([str(root / "json"), str(root / "json"), str(tmp_path)]) == 2

@@ -1,14 +1,23 @@
-"""What every script in ``wsi/bin`` shares: logging set-up and one-line errors.
+"""What every script in ``wsi/bin`` shares: logging set-up, one-line errors, checked numbers and outputs.
 
 A script builds its parser in ``get_args_parser()``, does its work in ``run(args)`` and has
-``main(argv=None)`` return ``wsi.cli.run_command(run, args)``, so tests can call ``main([...])``.
+``main(argv=None)`` return ``wsi.cli.run_command(run, args)``, so tests can call ``main([...])``. ``run``
+starts with :func:`check_outputs` on every output it will write, so an unwritable output fails before any work.
+Numeric options use the argparse types below (:func:`count`, :func:`positive`, :func:`probability`, ...), so
+their ranges are checked in one place.
 """
 
+import argparse
+import contextlib
 import logging
+import math
+import signal
 import sys
+import threading
 from pathlib import Path
 
-from wsi.errors import WSIError
+from wsi.errors import OutputError, WSIError
+from wsi.fileio import check_writable
 
 LOG_FORMAT = "%(asctime)s, %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -23,21 +32,115 @@ def setup_logging(level=logging.INFO):
         root.setLevel(level)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that ``finally`` blocks (temporary files) run."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_raises():
+    """While the block runs, SIGTERM raises :class:`Terminated` (main thread only; elsewhere a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_command(run, args, prog=None):
     """Call ``run(args)`` and turn a :class:`WSIError` into one line on stderr and exit status 2.
 
-    Returns the exit status: ``run``'s integer return value, or 0 when it returns None.
+    An ``OSError`` that escaped as such (a file that could not be read or written) is one line and exit 2 too.
+    Ctrl-C and SIGTERM exit with 130 and 143 after the temporary files of this process are removed. Returns the
+    exit status: ``run``'s integer return value, or 0 when it returns None.
     """
     prog = prog or getattr(run, "__module__", "wsi").rsplit(".", 1)[-1]
     if prog == "__main__":  # run as `python wsi/bin/<name>.py` or `python -m wsi.bin.<name>`: name the script
         prog = Path(sys.argv[0]).stem or "wsi"
     setup_logging()
     try:
-        status = run(args)
+        with _sigterm_raises():
+            status = run(args)
     except WSIError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        name = err.filename if err.filename is not None else "?"
+        print(f"{prog}: error: {name}: {err.strerror or err}", file=sys.stderr)
+        return 2
+    except Terminated:
+        print(f"{prog}: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     return 0 if status is None else int(status)
+
+
+def check_outputs(*paths, folders=()):
+    """:func:`~wsi.fileio.check_writable` on each file output in ``paths`` (None skipped) and folder output in
+    ``folders``; raises :class:`~wsi.errors.OutputError` for the first that cannot be written."""
+    for path in paths:
+        if path is not None:
+            check_writable(path)
+    for path in folders:
+        if path is not None:
+            check_writable(path, folder=True)
+
+
+# Argparse types: numeric ranges checked in one place -----------------------------------------------------------
+def _number(kind, text):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def count(text):
+    """An integer ≥ 0 (where 0 means something: no workers, no margin)."""
+    value = _number(int, text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
+def positive(text):
+    """An integer > 0 (sizes, batch sizes, counts that must be some)."""
+    value = _number(int, text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def finite(text):
+    """A finite float (no nan, no inf)."""
+    return _number(float, text)
+
+
+def non_negative(text):
+    """A finite float ≥ 0."""
+    value = _number(float, text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {text}")
+    return value
+
+
+def probability(text):
+    """A finite float in [0, 1] (thresholds, fractions, shares)."""
+    value = _number(float, text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
+__all__ = ["OutputError", "check_outputs", "count", "finite", "non_negative", "positive", "probability",
+           "run_command", "setup_logging"]

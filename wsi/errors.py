@@ -12,3 +12,17 @@ class WSIError(Exception):
 
 class InputError(WSIError, ValueError):
     """A file or argument given by the user is malformed; the message names it and says why."""
+
+
+class OutputError(WSIError, OSError):
+    """An output that cannot be written: ``<path>: cannot write (<reason>)``."""
+
+    def __init__(self, path, reason):
+        self.path, self.reason = str(path), str(reason)
+        super().__init__(f"{path}: cannot write ({reason})")
+
+    def __reduce__(self):  # rebuildable from its fields when it crosses a process boundary
+        return type(self), (self.path, self.reason)
+
+    def __str__(self):
+        return f"{self.path}: cannot write ({self.reason})"

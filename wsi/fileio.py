@@ -1,15 +1,98 @@
-"""Atomic writes: outputs appear complete or not at all.
+"""Atomic writes: outputs appear complete or not at all; outputs that cannot be written fail in one line.
 
 Every script writes to a temporary file in the target folder and renames it into place, so an error or an
 interrupted run never leaves a partial output behind, and a re-run can trust any output file it finds.
+Temporary names are ``.<stem>.<random>.<pid>.tmp<suffix>``: :func:`remove_stale_temporaries` removes those of
+processes that no longer run (a run killed with ``kill -9``), leaving a concurrent shard's alone.
+
+:func:`check_writable` is what each script calls on its outputs before any work, so a read-only folder or an
+output that is an existing folder costs nothing; an ``OSError`` while writing becomes an :class:`OutputError`
+(``<path>: cannot write (<reason>)``), which the scripts print as one line with exit status 2.
 """
 
 import contextlib
+import errno
 import os
+import re
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from wsi.errors import OutputError
+
+#: The temporary names :func:`atomic_path` makes: ``.<stem>.<random>.<pid>.tmp<suffix>``.
+_TEMPORARY = re.compile(r"^\..*\.(\d+)\.tmp(\.[^.]*)?$")
+#: Temporary names of earlier versions (no process id): stale whenever found at the start of a run.
+_OLD_TEMPORARY = re.compile(r"^\..*\.tmp(\.[^.]*)?$")
+
+
+def _reason(err):
+    """The short reason of an OSError: ``Permission denied``, ``Read-only file system``, ..."""
+    return err.strerror or str(err).strip() or type(err).__name__
+
+
+def check_writable(path, *, folder=False):
+    """Raise :class:`OutputError` unless ``path`` can be written as an output; creates nothing.
+
+    ``folder=False``: ``path`` is a file output, so it must not be an existing folder. ``folder=True``: ``path``
+    is an output folder, so it must not be an existing file. In both cases the nearest existing ancestor must
+    be a folder in which this process can create a file (probed with a temporary file, removed at once, since
+    ``os.access`` says yes to root on a read-only file system). Returns ``Path(path)``.
+    """
+    path = Path(path)
+    if path.exists() or path.is_symlink():
+        if folder and not path.is_dir():
+            raise OutputError(path, "is a file, expected an output folder")
+        if not folder and path.is_dir():
+            raise OutputError(path, "is a folder, expected an output file")
+    probe_dir = path if folder and path.is_dir() else path.parent
+    while not probe_dir.exists():
+        if probe_dir.is_symlink():  # a dangling link: mkdir would fail on it
+            raise OutputError(path, f"{probe_dir} is a broken link")
+        probe_dir = probe_dir.parent
+    if not probe_dir.is_dir():
+        raise OutputError(path, f"{probe_dir} is not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".wsi-probe.", dir=probe_dir)
+    except OSError as err:
+        raise OutputError(path, _reason(err)) from None
+    os.close(fd)
+    os.unlink(probe)
+    return path
+
+
+def _is_running(pid):
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it runs
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder):
+    """Remove the temporary files that interrupted runs left in ``folder``; returns the paths removed.
+
+    A temporary file whose process still runs (a concurrent shard writing into the same folder) is kept.
+    """
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        name = entry.name
+        match = _TEMPORARY.match(name)
+        stale = (match is not None and not _is_running(int(match.group(1)))) or (
+            match is None and _OLD_TEMPORARY.match(name) is not None and not name.startswith(".wsi-probe."))
+        if stale and entry.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+                removed.append(entry)
+    return removed
 
 
 @contextlib.contextmanager
@@ -17,20 +100,35 @@ def atomic_path(path):
     """Yield a temporary path beside ``path``; rename it onto ``path`` when the block succeeds.
 
     The temporary name keeps the suffix of ``path`` so that libraries choosing a format by suffix still work.
-    On an exception the temporary file is removed and ``path`` is left untouched.
+    On an exception (Ctrl-C and, through :func:`wsi.cli.run_command`, SIGTERM included) the temporary file is
+    removed and ``path`` is left untouched. An ``OSError`` while creating, writing or renaming is raised as
+    :class:`OutputError` naming ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    if path.is_dir():
+        raise OutputError(path, "is a folder, expected an output file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".{os.getpid()}.tmp{path.suffix}",
+                                   dir=path.parent)
+    except OSError as err:
+        raise OutputError(path, _reason(err)) from None
     os.close(fd)
     tmp = Path(tmp)
     try:
-        yield tmp
-        # mkstemp creates the file private (0600); give it the permissions a plain open() would have.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
+        try:
+            yield tmp
+            # mkstemp creates the file private (0600); give it the permissions a plain open() would have.
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
+            os.replace(tmp, path)
+        except OutputError:
+            raise
+        except OSError as err:
+            if err.errno in (errno.ENOENT,) and err.filename not in (None, str(tmp), str(path)):
+                raise  # an input that vanished, not this output: let the caller name it
+            raise OutputError(path, _reason(err)) from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -55,3 +153,46 @@ def save_npy(path, array):
     with atomic_open(path, "wb") as handle:
         np.save(handle, array)
     return path
+
+
+def npy_header(path):
+    """``(shape, dtype)`` of a ``.npy`` file from its header alone, or None when it is not a complete one.
+
+    A file whose size does not match its header (a copy cut short) counts as incomplete.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(handle)
+            data_start = handle.tell()
+    except (OSError, ValueError, EOFError):
+        return None
+    if dtype.hasobject:
+        return None
+    expected = data_start + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if path.stat().st_size != expected:
+        return None
+    return tuple(shape), dtype
+
+
+def is_complete_npy(path, shape, dtype):
+    """True when ``path`` is a complete ``.npy`` of this shape and dtype (a map a re-run may skip)."""
+    header = npy_header(path)
+    return header is not None and header[0] == tuple(shape) and header[1] == np.dtype(dtype)
+
+
+def read_text_lines(path):
+    """The lines of a UTF-8 text file (newlines kept); a non-UTF-8 byte is an InputError naming file and line."""
+    from wsi.errors import InputError
+
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise InputError(f"{path}: line {line}: not UTF-8 text (byte 0x{data[err.start]:02x})") from None
+    return text.splitlines(keepends=True)

@@ -17,7 +17,7 @@ if __package__ in (None, ""):  # run as `python wsi/bin/Evaluation_FROC.py`: mak
 import argparse
 import json
 
-from wsi.cli import run_command
+from wsi.cli import check_outputs, run_command
 from wsi.eval.froc import check_plot_path, evaluate_froc, plot_froc
 from wsi.fileio import atomic_open
 
@@ -41,6 +41,7 @@ def get_args_parser():
 
 
 def run(args):
+    check_outputs(args.plot, args.json)  # fail before the long evaluation, not after
     if args.plot:
         check_plot_path(args.plot)  # fail before the long evaluation, not after
     exclude = [s.strip() for s in args.exclude.split(",") if s.strip()]

@@ -20,7 +20,7 @@ import logging
 import math
 import time
 
-from wsi.cli import run_command
+from wsi.cli import check_outputs, finite, positive, run_command
 from wsi.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -39,14 +39,14 @@ def get_args_parser():
     parser.add_argument("--wsi", default=None, type=str, metavar="SLIDE",
                         help="the slide the annotation belongs to (size and µm per pixel taken from it); in "
                              "folder mode the folder of slides <stem>.tif")
-    parser.add_argument("--size", default=None, type=int, nargs=2, metavar=("WIDTH", "HEIGHT"),
+    parser.add_argument("--size", default=None, type=positive, nargs=2, metavar=("WIDTH", "HEIGHT"),
                         help="level-0 size of the slide instead of --wsi")
-    parser.add_argument("--mpp", default=None, type=float,
+    parser.add_argument("--mpp", default=None, type=finite,
                         help=f"µm per level-0 pixel written in the mask; default the slide's, else {DEFAULT_MPP}")
     parser.add_argument("--suffix", default="", type=str,
                         help="folder mode: appended to each output stem, e.g. _Mask; default none "
                              "(<stem>.tif, the name Evaluation_FROC.py looks up first)")
-    parser.add_argument("--tile_size", default=512, type=int, help="TIFF tile size in pixels, default 512")
+    parser.add_argument("--tile_size", default=512, type=positive, help="TIFF tile size in pixels, default 512")
     return parser
 
 
@@ -108,6 +108,7 @@ def run(args):
     if not source.exists():
         raise InputError(f"{source}: no such annotation file or folder")
     if not source.is_dir():
+        check_outputs(args.mask_path)
         make_mask(source, args.mask_path, args.wsi, args.size, args.mpp, args.tile_size)
         return
     from wsi.data.slide import find_slide
@@ -120,6 +121,7 @@ def run(args):
     if repeated:
         raise InputError(f"{source}: both an .xml and a .json for {', '.join(repeated)}; keep one of each")
     out_dir = Path(args.mask_path)
+    check_outputs(folders=[out_dir])
     if out_dir.is_file():
         raise InputError(f"{out_dir}: is a file; folder mode writes masks into a folder")
     # Check every slide exists before the long work starts.

@@ -18,7 +18,7 @@ if __package__ in (None, ""):  # run as `python wsi/bin/camelyon16xml2json.py`: 
 import argparse
 import logging
 
-from wsi.cli import run_command
+from wsi.cli import check_outputs, run_command
 from wsi.data.annotation import camelyon16xml2json
 from wsi.errors import InputError, WSIError
 
@@ -43,6 +43,7 @@ def convert_folder(xml_dir, json_dir):
     xml_dir, json_dir = Path(xml_dir), Path(json_dir)
     if json_dir.exists() and not json_dir.is_dir():
         raise InputError(f"{json_dir}: is a file; with a folder of XMLs, JSON must be a folder")
+    check_outputs(folders=[json_dir])
     xmls = sorted(p for p in xml_dir.iterdir() if p.suffix.lower() == ".xml" and p.is_file())
     if not xmls:
         raise InputError(f"{xml_dir}: no *.xml files in this folder")
@@ -68,12 +69,11 @@ def run(args):
             print(f"camelyon16xml2json: error: {message}", file=sys.stderr)
         logger.info("converted %d of %d XML files into %s", len(converted), len(converted) + len(failed),
                     json_path)
-        if failed:
-            raise InputError(f"{xml_path}: {len(failed)} of {len(converted) + len(failed)} XML files failed "
-                             f"(no JSON written for them): {', '.join(p.name for p, _ in failed)}")
-        return
+        # One error line per bad XML (printed above), no summary error line: exit 2 when any failed.
+        return 2 if failed else 0
     if json_path.is_dir():
         json_path = json_path / f"{xml_path.stem}.json"
+    check_outputs(json_path)
     annotation = camelyon16xml2json(xml_path, json_path, warn=logger.warning)
     logger.info("%s -> %s: %d positive, %d negative", xml_path, json_path, len(annotation.positive),
                 len(annotation.negative))

@@ -19,7 +19,7 @@ if __package__ in (None, ""):  # run as `python wsi/bin/coords_report.py`: make 
 
 import argparse
 
-from wsi.cli import run_command
+from wsi.cli import check_outputs, positive, run_command
 from wsi.data.coords import read_coords
 from wsi.data.sampling import HARD_STRIDE, PATCH_SIZE, SamplingError, coords_report, load_slide_annotations
 from wsi.fileio import atomic_open
@@ -32,9 +32,9 @@ def get_args_parser():
     parser.add_argument("json_path", metavar="JSON_PATH", type=str, help="folder of the annotation JSONs <pid>.json")
     parser.add_argument("--tumor", default=None, type=str, help="tumour coordinate list, e.g. tumor_valid.txt")
     parser.add_argument("--normal", default=None, type=str, help="normal coordinate list, e.g. normal_valid.txt")
-    parser.add_argument("--patch_size", default=PATCH_SIZE, type=int,
+    parser.add_argument("--patch_size", default=PATCH_SIZE, type=positive,
                         help=f"distance between grid cell centres, level-0 pixels, default {PATCH_SIZE}")
-    parser.add_argument("--hard_stride", default=HARD_STRIDE, type=int,
+    parser.add_argument("--hard_stride", default=HARD_STRIDE, type=positive,
                         help=f"grid of the hard negatives (see hard_negatives.py --stride), default {HARD_STRIDE}")
     parser.add_argument("--exclude_negative", action="store_true",
                         help="label a cell positive only outside the negative polygons too, default: the "
@@ -46,6 +46,7 @@ def get_args_parser():
 
 
 def run(args):
+    check_outputs(args.output)
     if args.tumor is None and args.normal is None:
         raise SamplingError("give a list to report on: --tumor PATH and/or --normal PATH")
     tumor = read_coords(args.tumor) if args.tumor else []

@@ -19,7 +19,7 @@ if __package__ in (None, ""):  # run as `python wsi/bin/export.py`: make the rep
 
 import argparse
 
-from wsi.cli import run_command
+from wsi.cli import check_outputs, count, positive, probability, run_command
 from wsi.errors import InputError
 
 
@@ -32,13 +32,13 @@ def get_args_parser():
     heatmap.add_argument("out_path", metavar="OUT", type=str, help="output image (.png; .pdf/.svg for figures)")
     heatmap.add_argument("--wsi", default=None, type=str, metavar="SLIDE",
                          help="slide to draw under the map (its thumbnail); default none: the map alone")
-    heatmap.add_argument("--level", default=6, type=int, help="level of the probability map, default 6")
+    heatmap.add_argument("--level", default=6, type=count, help="level of the probability map, default 6")
     heatmap.add_argument("--cmap", default="jet", type=str, help="matplotlib colour map, default jet")
-    heatmap.add_argument("--alpha", default=0.5, type=float,
+    heatmap.add_argument("--alpha", default=0.5, type=probability,
                          help="opacity of the map over the slide (non-zero cells only), default 0.5")
     heatmap.add_argument("--plain", action="store_true",
                          help="write the bare image, one pixel per map cell, without axes or colour bar")
-    heatmap.add_argument("--dpi", default=100, type=int, help="figure resolution, default 100")
+    heatmap.add_argument("--dpi", default=100, type=positive, help="figure resolution, default 100")
 
     for name, help_text, out_help in (
         ("geojson", "QuPath GeoJSON of detections (points) and tumour contours (polygons)", "output .geojson"),
@@ -51,9 +51,9 @@ def get_args_parser():
         sub.add_argument("--npy", default=None, type=str, metavar="PROBS_MAP",
                          help="probability map .npy ([x, y]) whose contours at --threshold are exported; "
                               "default none")
-        sub.add_argument("--threshold", default=0.5, type=float,
+        sub.add_argument("--threshold", default=0.5, type=probability,
                          help="probability of the tumour contours, default 0.5")
-        sub.add_argument("--level", default=6, type=int, help="level of the probability map, default 6")
+        sub.add_argument("--level", default=6, type=count, help="level of the probability map, default 6")
         if name == "geojson":
             sub.add_argument("--name", default="Tumor", type=str,
                              help="QuPath classification name of the objects, default Tumor")
@@ -65,6 +65,7 @@ def run(args):
     from wsi.eval.detections import read_detections
     from wsi.eval.nms import load_probs_map
 
+    check_outputs(args.out_path)
     if args.command == "heatmap":
         probs_map = load_probs_map(args.probs_map_path)
         export.write_heatmap(args.out_path, probs_map, slide_path=args.wsi, level=args.level, cmap=args.cmap,

@@ -22,7 +22,7 @@ import argparse
 
 from tqdm import tqdm
 
-from wsi.cli import run_command
+from wsi.cli import check_outputs, count, positive, probability, run_command
 from wsi.data.sampling import HARD_STRIDE, add_hard_negatives
 
 
@@ -44,27 +44,28 @@ def get_args_parser():
                         help="slides to use, default: every map in PROBS_MAP_PATH")
     parser.add_argument("--assume_normal", action="store_true",
                         help="treat every slide without an annotation JSON as normal, default: only Normal_*")
-    parser.add_argument("--level", default=6, type=int,
+    parser.add_argument("--level", default=6, type=count,
                         help="level of the maps, default 6 (a map pixel is 2**level level-0 pixels)")
-    parser.add_argument("--stride", default=HARD_STRIDE, type=int,
+    parser.add_argument("--stride", default=HARD_STRIDE, type=positive,
                         help=f"cell size in level-0 pixels, a multiple of 2**level, default {HARD_STRIDE}: the "
                              f"shipped lists' hard negatives sit at (128·i + 64, 128·j + 64)")
-    parser.add_argument("--threshold", default=0.5, type=float,
+    parser.add_argument("--threshold", default=0.5, type=probability,
                         help="minimum probability of a hard negative, default 0.5")
-    parser.add_argument("--margin", default=0, type=int,
+    parser.add_argument("--margin", default=0, type=count,
                         help="minimum distance from a positive polygon, level-0 pixels, default 0")
-    parser.add_argument("--max_per_slide", default=2000, type=int,
+    parser.add_argument("--max_per_slide", default=2000, type=count,
                         help="at most this many per slide, highest probability first, default 2000")
-    parser.add_argument("--max_total", default=None, type=int,
+    parser.add_argument("--max_total", default=None, type=count,
                         help="at most this many in all, highest probability first, default: no limit")
     parser.add_argument("--no_shuffle", action="store_true",
                         help="append the new centres at the end instead of shuffling the list; training reads "
                              "the list in file order, so appended centres may go unseen. Default: shuffle")
-    parser.add_argument("--seed", default=0, type=int, help="seed of the shuffle, default 0")
+    parser.add_argument("--seed", default=0, type=count, help="seed of the shuffle, default 0")
     return parser
 
 
 def run(args):
+    check_outputs(args.output or args.normal_path)
     add_hard_negatives(args.probs_map_path, args.json_path, args.normal_path, output_path=args.output,
                        mask_path=args.mask_path, pids=args.pids, level=args.level, stride=args.stride,
                        threshold=args.threshold, margin=args.margin, max_per_slide=args.max_per_slide,

@@ -15,7 +15,7 @@ if __package__ in (None, ""):  # run as `python wsi/bin/nms.py`: make the repo r
 
 import argparse
 
-from wsi.cli import run_command
+from wsi.cli import check_outputs, count, non_negative, probability, run_command
 from wsi.eval.detections import write_detections
 from wsi.eval.nms import load_probs_map, nms
 
@@ -28,20 +28,21 @@ def get_args_parser():
                         help="input probability map, .npy [x, y] array")
     parser.add_argument("coord_path", metavar="COORD_PATH", type=str,
                         help="output CSV of detections: prob,x,y per line (level 0), no header")
-    parser.add_argument("--level", default=6, type=int,
+    parser.add_argument("--level", default=6, type=count,
                         help="level of the probability map, default 6 (a cell is 2**level level-0 pixels)")
-    parser.add_argument("--radius", default=12, type=int,
+    parser.add_argument("--radius", default=12, type=count,
                         help="radius of the suppression window in map cells, default 12 "
                              "(6 used in Google paper at level 7, i.e. 12 at level 6)")
-    parser.add_argument("--prob_thred", default=0.5, type=float,
+    parser.add_argument("--prob_thred", default=0.5, type=probability,
                         help="probability threshold: stop when no value is above it, default 0.5")
-    parser.add_argument("--sigma", default=0.0, type=float,
+    parser.add_argument("--sigma", default=0.0, type=non_negative,
                         help="sigma of the Gaussian smoothing before the search, in map cells, default 0 "
                              "(no smoothing)")
     return parser
 
 
 def run(args):
+    check_outputs(args.coord_path)
     probs_map = load_probs_map(args.probs_map_path)
     detections = nms(probs_map, level=args.level, radius=args.radius, prob_thred=args.prob_thred,
                      sigma=args.sigma)

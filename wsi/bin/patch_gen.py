@@ -17,7 +17,7 @@ if __package__ in (None, ""):  # run as `python wsi/bin/patch_gen.py`: make the 
 import argparse
 import logging
 
-from wsi.cli import run_command
+from wsi.cli import check_outputs, count, positive, run_command
 from wsi.data.patches import generate_patches, summarize
 
 logger = logging.getLogger(__name__)
@@ -32,17 +32,18 @@ def get_args_parser():
                         help="coordinate list: pid,x_center,y_center per line (level-0 pixels)")
     parser.add_argument("patch_path", metavar="OUT", type=str,
                         help="output folder for <i>.png and list.txt (created if missing)")
-    parser.add_argument("--patch_size", default=768, type=int,
+    parser.add_argument("--patch_size", default=768, type=positive,
                         help="side of each PNG in pixels, default 768")
-    parser.add_argument("--level", default=0, type=int,
+    parser.add_argument("--level", default=0, type=count,
                         help="pyramid level read, default 0 (the top-left stays centre - patch_size/2 in level-0 "
                              "pixels)")
-    parser.add_argument("--num_process", default=5, type=int,
+    parser.add_argument("--num_process", default=5, type=positive,
                         help="worker processes, default 5")
     return parser
 
 
 def run(args):
+    check_outputs(folders=[args.patch_path])
     result = generate_patches(args.wsi_path, args.coords_path, args.patch_path, patch_size=args.patch_size,
                               level=args.level, num_process=args.num_process)
     logger.info(summarize(result, args.patch_path))

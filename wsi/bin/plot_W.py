@@ -22,7 +22,7 @@ import math
 import numpy as np
 from matplotlib.backend_bases import FigureCanvasBase
 
-from wsi.cli import run_command
+from wsi.cli import check_outputs, run_command
 from wsi.errors import InputError
 from wsi.fileio import atomic_path
 from wsi.model.checkpoint import CheckpointError, load_checkpoint
@@ -89,6 +89,7 @@ def run(args):
     suffix = out.suffix.lstrip(".").lower()
     if suffix not in FigureCanvasBase.get_supported_filetypes():
         raise InputError(f"{out}: cannot save a figure as {suffix or 'a file without a suffix'!r}; use e.g. .png")
+    check_outputs(out)
     W = crf_weights(ckpt)
     logger.info("W of %s: min %.4f, max %.4f", ckpt, float(np.min(W)), float(np.max(W)))
 

@@ -18,9 +18,12 @@ if __package__ in (None, ""):  # run as `python wsi/bin/probs_map.py`: make the 
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import argparse
+import logging
 import os
 
-from wsi.cli import run_command
+from wsi.cli import count, positive, run_command
+
+logger = logging.getLogger(__name__)
 
 
 def get_args_parser():
@@ -38,7 +41,7 @@ def get_args_parser():
     parser.add_argument("--GPU", default=None, type=str,
                         help="when given, written to CUDA_VISIBLE_DEVICES (the original always wrote it, default "
                              "'0'); default: leave the environment alone")
-    parser.add_argument("--num_workers", default=5, type=int,
+    parser.add_argument("--num_workers", default=5, type=count,
                         help="number of workers reading the slide, default 5")
     parser.add_argument("--eight_avg", default=0, type=int,
                         help="if not 0, average the 8 flips/rotations of every grid, default 0")
@@ -46,7 +49,7 @@ def get_args_parser():
                         help="fast: each patch through the network once (default); faithful: the original's "
                              "algorithm, every grid's 9 crops per position. Same map within 1e-5; fast falls back "
                              "to faithful (with a log line) when the stride does not divide patch_size")
-    parser.add_argument("--batch_size", default=None, type=int,
+    parser.add_argument("--batch_size", default=None, type=positive,
                         help="grids per forward pass, default the config's batch_size x 2 (20); the fast mode "
                              "runs as many crops (batch_size x 9 patches) per pass")
     parser.add_argument("--device", default=None, type=str,
@@ -69,10 +72,15 @@ def run(args):
     from wsi.inference.runner import parse_shard, run_probs_maps
 
     shard = parse_shard(args.shard) if args.shard is not None else None
-    run_probs_maps(args.wsi_path, args.ckpt_path, args.cfg_path, args.mask_path, args.probs_map_path,
+    written = run_probs_maps(args.wsi_path, args.ckpt_path, args.cfg_path, args.mask_path, args.probs_map_path,
                    mode=args.mode, device=args.device, batch_size=args.batch_size, num_workers=args.num_workers,
                    eight_avg=bool(args.eight_avg), amp=args.amp, shard=shard,
                    skip_existing=False if args.overwrite else None)
+    if written.failed:
+        logger.warning("%d slide(s) with regions that could not be read: %s", len(written.failed),
+                       ", ".join(Path(slide).name for slide, _ in written.failed))
+        return 1
+    return 0
 
 
 def main(argv=None):

@@ -21,7 +21,7 @@ import argparse
 
 from tqdm import tqdm
 
-from wsi.cli import run_command
+from wsi.cli import check_outputs, count, probability, run_command
 from wsi.data.sampling import sample_coords
 
 
@@ -38,9 +38,9 @@ def get_args_parser():
     parser.add_argument("--mask_path", default=None, type=str,
                         help="folder of tissue masks <pid>.npy ([x, y] bool, any level), default: none, "
                              "computed on the fly at --level")
-    parser.add_argument("--level", default=6, type=int,
+    parser.add_argument("--level", default=6, type=count,
                         help="level of the tissue masks computed on the fly, default 6")
-    parser.add_argument("--rgb_min", default=50, type=int,
+    parser.add_argument("--rgb_min", default=50, type=count,
                         help="RGB_min of the tissue masks computed on the fly, default 50")
     parser.add_argument("--pids", nargs="+", default=None, metavar="PID",
                         help="slides to sample, default: every JSON in JSON_PATH. A slide without a JSON is "
@@ -48,36 +48,37 @@ def get_args_parser():
     parser.add_argument("--assume_normal", action="store_true",
                         help="treat every slide without an annotation JSON as normal, default: only Normal_*")
     counts = parser.add_mutually_exclusive_group()
-    counts.add_argument("--num_tumor", default=None, type=int,
+    counts.add_argument("--num_tumor", default=None, type=count,
                         help="tumour centres in all, spread evenly over the tumour slides, default: "
                              "--tumor_per_slide each")
-    counts.add_argument("--tumor_per_slide", default=2000, type=int,
+    counts.add_argument("--tumor_per_slide", default=2000, type=count,
                         help="tumour centres per tumour slide, default 2000 (the shipped lists' count)")
     normals = parser.add_mutually_exclusive_group()
-    normals.add_argument("--num_normal", default=None, type=int,
+    normals.add_argument("--num_normal", default=None, type=count,
                          help="normal centres in all, spread evenly over all slides (tumour slides included), "
                               "default: as many as tumour centres in all (--tumor_per_slide per slide when no "
                               "slide has tumour)")
-    normals.add_argument("--normal_per_slide", default=None, type=int,
+    normals.add_argument("--normal_per_slide", default=None, type=count,
                          help="normal centres per slide, default: see --num_normal")
-    parser.add_argument("--margin", default=0, type=int,
+    parser.add_argument("--margin", default=0, type=count,
                         help="minimum distance of a normal centre from a positive polygon, level-0 pixels, "
                              "default 0")
-    parser.add_argument("--min_tissue", default=0.0, type=float,
+    parser.add_argument("--min_tissue", default=0.0, type=probability,
                         help="minimum tissue fraction of the 768x768 grid around a centre, default 0 (no test)")
     split = parser.add_mutually_exclusive_group()
-    split.add_argument("--valid_fraction", default=0.0, type=float,
+    split.add_argument("--valid_fraction", default=0.0, type=probability,
                        help="fraction of the tumour slides and of the normal slides moved to the *_valid.txt "
                             "lists, drawn with --seed, default 0 (no split)")
     split.add_argument("--valid_pids", nargs="+", default=None, metavar="PID",
                        help="slides for the *_valid.txt lists, default: none")
     parser.add_argument("--name", default="train", type=str,
                         help="name of the lists: tumor_<name>.txt, normal_<name>.txt, default train")
-    parser.add_argument("--seed", default=0, type=int, help="random seed, default 0")
+    parser.add_argument("--seed", default=0, type=count, help="random seed, default 0")
     return parser
 
 
 def run(args):
+    check_outputs(folders=[args.out_path])
     sample_coords(args.wsi_path, args.json_path, args.out_path, mask_path=args.mask_path, pids=args.pids,
                   level=args.level, rgb_min=args.rgb_min, num_tumor=args.num_tumor,
                   tumor_per_slide=args.tumor_per_slide, num_normal=args.num_normal,

@@ -16,7 +16,7 @@ if __package__ in (None, ""):  # run as `python wsi/bin/slide_auc.py`: make the 
 
 import argparse
 
-from wsi.cli import run_command
+from wsi.cli import check_outputs, positive, run_command
 from wsi.eval.slide_auc import SCORES, read_slide_labels, score_slides, slide_auc, write_slide_scores
 
 
@@ -32,13 +32,14 @@ def get_args_parser():
     parser.add_argument("--score", default="max", choices=SCORES,
                         help="slide score: max = the map's maximum; topk = mean of the k highest values; "
                              "default max")
-    parser.add_argument("--k", default=100, type=int, help="number of values averaged by --score topk, default 100")
+    parser.add_argument("--k", default=100, type=positive, help="number of values averaged by --score topk, default 100")
     parser.add_argument("--exclude", default="", type=str,
                         help="comma-separated slides to leave out, e.g. Test_049,Test_114; default none")
     return parser
 
 
 def run(args):
+    check_outputs(args.scores_csv)
     labels = read_slide_labels(args.labels_csv)
     exclude = [s.strip() for s in args.exclude.split(",") if s.strip()]
     rows = score_slides(args.probs_map_dir, labels, score=args.score, k=args.k, exclude=exclude)

@@ -21,7 +21,7 @@ import math
 import numpy as np
 from tqdm import tqdm
 
-from wsi.cli import run_command
+from wsi.cli import check_outputs, count, finite, positive, run_command
 from wsi.data.pyramid import pyramid_dimensions
 from wsi.data.synthetic import make_synthetic_slide, plan_slide
 from wsi.errors import InputError
@@ -32,21 +32,21 @@ logger = logging.getLogger(__name__)
 def get_args_parser():
     parser = argparse.ArgumentParser(description="Write synthetic slides, their XML annotations and GT masks")
     parser.add_argument("out_dir", metavar="OUT_DIR", type=str, help="Output folder (created if needed)")
-    parser.add_argument("--num_tumor", default=1, type=int, help="number of tumour slides Tumor_NNN, default 1")
-    parser.add_argument("--num_normal", default=1, type=int, help="number of normal slides Normal_NNN, default 1")
-    parser.add_argument("--size", default=4096, type=int, help="level-0 width and height in pixels, default 4096")
-    parser.add_argument("--seed", default=0, type=int, help="random seed, default 0")
+    parser.add_argument("--num_tumor", default=1, type=count, help="number of tumour slides Tumor_NNN, default 1")
+    parser.add_argument("--num_normal", default=1, type=count, help="number of normal slides Normal_NNN, default 1")
+    parser.add_argument("--size", default=4096, type=positive, help="level-0 width and height in pixels, default 4096")
+    parser.add_argument("--seed", default=0, type=count, help="random seed, default 0")
     parser.add_argument("--with_hole", action="store_true",
                         help="add a _2 (exclusion) polygon inside the first tumour of each tumour slide")
-    parser.add_argument("--tumors_per_slide", default=2, type=int, help="tumour nests per tumour slide, default 2")
-    parser.add_argument("--tumor_size", default=[1300, 2000], type=int, nargs=2, metavar=("MIN", "MAX"),
+    parser.add_argument("--tumors_per_slide", default=2, type=count, help="tumour nests per tumour slide, default 2")
+    parser.add_argument("--tumor_size", default=[1300, 2000], type=positive, nargs=2, metavar=("MIN", "MAX"),
                         help="range of a tumour's major axis in level-0 pixels, default 1300 2000 (keep it "
                              "above 1150 at 0.243 um/px, or the FROC treats it as isolated tumour cells)")
-    parser.add_argument("--mpp", default=0.243, type=float, help="microns per level-0 pixel, default 0.243")
-    parser.add_argument("--start", default=1, type=int, help="number of the first slide of each kind, default 1")
+    parser.add_argument("--mpp", default=0.243, type=finite, help="microns per level-0 pixel, default 0.243")
+    parser.add_argument("--start", default=1, type=count, help="number of the first slide of each kind, default 1")
     parser.add_argument("--mask_dir", default=None, type=str,
                         help="folder of the ground-truth masks, default OUT_DIR/masks")
-    parser.add_argument("--lymphoid", default=0, type=int,
+    parser.add_argument("--lymphoid", default=0, type=count,
                         help="lymphoid follicles per slide: normal tissue packed with small dark nuclei, darker "
                              "than tumour (colour alone no longer tells tumour from normal), default 0")
     parser.add_argument("--json_dir", default=None, type=str,
@@ -71,6 +71,7 @@ def run(args):
         raise InputError(f"{out_dir}: is a file, expected an output folder")
     mask_dir = Path(args.mask_dir) if args.mask_dir else out_dir / "masks"
     json_dir = Path(args.json_dir) if args.json_dir else None
+    check_outputs(folders=[out_dir, mask_dir if args.num_tumor else None, json_dir])
     plan = [("Tumor", 0, i) for i in range(args.start, args.start + args.num_tumor)]
     plan += [("Normal", 1, i) for i in range(args.start, args.start + args.num_normal)]
     # Draw every layout first: a tumour that does not fit fails here, before anything is written.

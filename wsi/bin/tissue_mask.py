@@ -15,9 +15,9 @@ if __package__ in (None, ""):  # run as `python wsi/bin/tissue_mask.py`: make th
 import argparse
 import logging
 
-from wsi.cli import run_command
+from wsi.cli import check_outputs, count, run_command
 from wsi.data.tissue import tissue_mask
-from wsi.fileio import save_npy
+from wsi.fileio import npy_path, save_npy
 
 logger = logging.getLogger(__name__)
 
@@ -27,12 +27,13 @@ def get_args_parser():
     parser.add_argument("wsi_path", metavar="WSI", type=str, help="Path to the WSI file")
     parser.add_argument("npy_path", metavar="NPY", type=str,
                         help="Path to the output npy mask file (.npy is appended when missing)")
-    parser.add_argument("--level", default=6, type=int, help="at which WSI level to obtain the mask, default 6")
-    parser.add_argument("--RGB_min", default=50, type=int, help="min value for RGB channel, default 50")
+    parser.add_argument("--level", default=6, type=count, help="at which WSI level to obtain the mask, default 6")
+    parser.add_argument("--RGB_min", default=50, type=count, help="min value for RGB channel, default 50")
     return parser
 
 
 def run(args):
+    check_outputs(npy_path(args.npy_path))
     mask = tissue_mask(args.wsi_path, level=args.level, rgb_min=args.RGB_min)
     path = save_npy(args.npy_path, mask)
     logger.info("wrote %s: bool %s [x, y], %d tissue pixels", path, mask.shape, int(mask.sum()))

@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from wsi.cli import run_command
+from wsi.cli import check_outputs, count, run_command
 from wsi.config import DATASETS, load_config, save_config
 from wsi.data.image_producer import dataset_from_config
 from wsi.errors import InputError
@@ -43,7 +43,7 @@ def get_args_parser():
     parser.add_argument("cfg_path", metavar="CFG", type=str, help="training config JSON (configs/*.json)")
     parser.add_argument("save_path", metavar="SAVE_PATH", type=str,
                         help="output folder for cfg.json, train.ckpt, best.ckpt and tensorboard events")
-    parser.add_argument("--num_workers", default=2, type=int,
+    parser.add_argument("--num_workers", default=2, type=count,
                         help="data-loading worker processes per dataset and per GPU, default 2")
     parser.add_argument("--device_ids", default="0", type=str,
                         help="comma-separated CUDA device ids for one process, default '0'; several ids train "
@@ -51,12 +51,12 @@ def get_args_parser():
                              "the GPU of its LOCAL_RANK instead)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from SAVE_PATH/train.ckpt (epoch, step, optimizer, best validation loss)")
-    parser.add_argument("--seed", default=0, type=int,
+    parser.add_argument("--seed", default=0, type=count,
                         help="seed of the weights' initialisation, the augmentation and the batch shuffling, "
                              "default 0 (the original seeded with 0)")
     parser.add_argument("--device", default=None, choices=("cuda", "cpu"),
                         help="default: cuda when available, else cpu")
-    parser.add_argument("--epochs", default=None, type=int,
+    parser.add_argument("--epochs", default=None, type=count,
                         help="train this many epochs in all instead of the config's 'epoch'")
     return parser
 
@@ -210,6 +210,7 @@ def run(args):
     save_path = Path(args.save_path)
     if save_path.exists() and not save_path.is_dir():
         raise InputError(f"{save_path}: is a file, expected the output folder")
+    check_outputs(folders=[save_path])
     ckpt = None
     if args.resume:
         ckpt = load_checkpoint(save_path / "train.ckpt", map_location="cpu")

@@ -44,15 +44,22 @@ class LevelError(SlideError, ValueError):
         self.path, self.level, self.levels = str(path), level, list(levels)
         super().__init__(f"{path}: no level {level}; the slide has levels {self.levels}")
 
+    def __reduce__(self):  # rebuildable from its fields in another process (DataLoader workers, pools)
+        return type(self), (self.path, self.level, self.levels)
+
 
 class RegionReadError(SlideError):
     """A region failed to decode (a corrupt tile, a truncated download)."""
 
     def __init__(self, path, level, location, size, reason):
         self.path, self.level, self.location, self.size = str(path), level, tuple(location), tuple(size)
+        self.reason = str(reason)
         super().__init__(
             f"{path}: cannot read level {level} region at {tuple(location)} of size {tuple(size)}: {reason}"
         )
+
+    def __reduce__(self):  # rebuildable from its fields in another process (DataLoader workers, pools)
+        return type(self), (self.path, self.level, self.location, self.size, self.reason)
 
 
 class Slide:

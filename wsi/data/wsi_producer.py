@@ -105,6 +105,10 @@ class GridWSIPatchDataset(Dataset):
         state["_slide"], state["_slide_pid"] = None, None
         return state
 
+    def position(self, idx):
+        """The mask position ``(xm, ym)`` of item ``idx``."""
+        return int(self._x_idcs[idx]), int(self._y_idcs[idx])
+
     def region(self, xm, ym):
         """The RGB PIL region of position ``(xm, ym)``, before flip and rotation."""
         if self._slide is None or self._slide_pid != os.getpid():

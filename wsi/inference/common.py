@@ -20,6 +20,8 @@ class InferenceStats:
     bytes_decoded: int = 0
     regions_read: int = 0
     extra: dict = field(default_factory=dict)
+    #: Tissue positions whose region could not be decoded (left at 0): ``{(xm, ym): reason}``.
+    failed: dict = field(default_factory=dict)
 
     @property
     def evaluations_per_position(self):

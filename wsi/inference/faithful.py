@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from wsi.data.wsi_producer import GridWSIPatchDataset
 from wsi.inference.common import autocast, model_device
+from wsi.inference.damaged import TolerantGrids
 from wsi.inference.loader import guarded_loader
 from wsi.inference.tta import transforms
 
@@ -54,6 +55,7 @@ def faithful_probs_map(model, wsi_path, mask, grid, geometry, *, batch_size=20, 
     pairs = transforms(eight_avg)
     kept = grid.kept
     total = None
+    failed = {}  # (xm, ym) -> why its region could not be decoded
     num_positions = int(np.count_nonzero(mask))
     bar = tqdm(total=num_positions * len(pairs), unit="pos", desc="probs_map (faithful)", disable=not progress,
                leave=False)
@@ -61,12 +63,17 @@ def faithful_probs_map(model, wsi_path, mask, grid, geometry, *, batch_size=20, 
         dataset = GridWSIPatchDataset(wsi_path, mask, grid.image_size, grid.patch_size, grid.crop_size,
                                       normalize=True, flip=flip, rotate=rotate, geometry=geometry)
         probs_map = np.zeros(mask.shape, dtype=np.float64)
-        batches = guarded_loader(dataset, batch_size=batch_size, num_workers=num_workers,
-                                 pin_memory=device.type == "cuda")
-        for step, (grids, x_mask, y_mask) in enumerate(batches, start=1):
+        # A region that cannot be decoded gives a zero grid and its reason: that position stays 0 and is listed.
+        item_shape = (grid.num_nodes, 3, grid.crop_size, grid.crop_size)
+        batches = guarded_loader(TolerantGrids(dataset, item_shape), batch_size=batch_size,
+                                 num_workers=num_workers, pin_memory=device.type == "cuda")
+        for step, (grids, x_mask, y_mask, reasons) in enumerate(batches, start=1):
             with torch.inference_mode(), autocast(device, amp):
                 logits = model(grids.to(device, non_blocking=True))
             probs = torch.sigmoid(logits[:, kept].float()).cpu().numpy()
+            for k in (k for k, reason in enumerate(reasons) if reason):
+                probs[k] = 0.0
+                failed[int(x_mask[k]), int(y_mask[k])] = reasons[k]
             probs_map[x_mask.numpy(), y_mask.numpy()] = probs
             bar.update(len(probs))
             logger.debug("flip : %s, rotate : %s, batch : %d", flip, rotate, step)
@@ -75,7 +82,10 @@ def faithful_probs_map(model, wsi_path, mask, grid, geometry, *, batch_size=20, 
     bar.close()
     if eight_avg:
         total /= len(pairs)
+    if failed:  # a position failing under one transform only: its average would be wrong, so 0
+        total[tuple(np.array(list(failed)).T)] = 0.0
     if stats is not None:
+        stats.failed.update(failed)
         stats.mode, stats.positions, stats.transforms = "faithful", num_positions, len(pairs)
         stats.cnn_evaluations += num_positions * len(pairs) * grid.num_nodes
         stats.regions_read += num_positions * len(pairs)

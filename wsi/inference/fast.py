@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from wsi.data.slide import open_slide
 from wsi.inference.common import autocast, model_device
+from wsi.inference.damaged import positions_using, read_block_tolerant
 from wsi.inference.geometry import fast_mode_problem
 from wsi.inference.loader import guarded_loader
 from wsi.inference.tta import grid_permutation, transform_patches, transforms
@@ -44,10 +45,15 @@ CRF_CHUNK = 4096
 
 
 class _BlockReader(Dataset):
-    """Level-0 RGB blocks ``[h, w, 3]`` uint8 (rows = y) of one slide; past the border reads black."""
+    """Level-0 RGB blocks ``[h, w, 3]`` uint8 (rows = y) of one slide; past the border reads black.
 
-    def __init__(self, wsi_path, regions):
+    Items are ``(block, bad, reason)``: ``bad [k, 2]`` the (col, row) of the block's needed patches that could not
+    be decoded (see :func:`~wsi.inference.damaged.read_block_tolerant`), empty when the block read whole.
+    """
+
+    def __init__(self, wsi_path, regions, lattice=None, blocks=None):
         self.wsi_path, self.regions = wsi_path, regions
+        self.lattice, self.blocks = lattice, blocks
         self._slide, self._pid = None, None
 
     def __len__(self):
@@ -62,8 +68,11 @@ class _BlockReader(Dataset):
         if self._slide is None or self._pid != os.getpid():
             self._slide, self._pid = open_slide(self.wsi_path), os.getpid()
         x, y, w, h = self.regions[index]
-        block = np.require(self._slide.read_region((x, y), 0, (w, h)), requirements=("C", "W"))
-        return torch.from_numpy(block)
+        _, i_lo, i_hi, j_lo, j_hi, _ = self.blocks[index]
+        need = self.lattice.need[i_lo:i_hi, j_lo:j_hi]
+        block, bad, reason = read_block_tolerant(self._slide, (x, y, w, h), need, self.lattice.stride,
+                                                 self.lattice.crop)
+        return torch.from_numpy(block), torch.from_numpy(bad), reason
 
     def close(self):
         if self._slide is not None:
@@ -160,7 +169,9 @@ def fast_probs_map(model, wsi_path, mask, grid, geometry, *, batch_size=180, num
     feat_dim = model.fc.in_features
     ring_rows = lattice.band + lattice.span
     y_mask = mask.shape[1]
-    reader = _BlockReader(wsi_path, [b[-1] for b in blocks])
+    reader = _BlockReader(wsi_path, [b[-1] for b in blocks], lattice, blocks)
+    bad_patches = np.zeros(lattice.need.shape, dtype=bool)  # lattice patches that could not be decoded
+    bad_reason = ""
     loader = iter(guarded_loader(reader, batch_size=None, num_workers=num_workers, pin_memory=device.type == "cuda"))
     bar = tqdm(total=num_positions, unit="pos", desc="probs_map (fast)", disable=not progress, leave=False)
     with torch.inference_mode():
@@ -171,7 +182,11 @@ def fast_probs_map(model, wsi_path, mask, grid, geometry, *, batch_size=180, num
         for band in range(lattice.num_bands):
             while block_index < len(blocks) and blocks[block_index][0] == band:
                 _, i_lo, i_hi, j_lo, j_hi, (x, y, w, h) = blocks[block_index]
-                block = next(loader).to(device, non_blocking=True)
+                block, bad, reason = next(loader)
+                block = block.to(device, non_blocking=True)
+                if len(bad):
+                    bad_patches[bad[:, 0].numpy() + i_lo, bad[:, 1].numpy() + j_lo] = True
+                    bad_reason = bad_reason or reason
                 block_index += 1
                 if stats is not None:
                     stats.bytes_decoded += w * h * 3
@@ -209,6 +224,11 @@ def fast_probs_map(model, wsi_path, mask, grid, geometry, *, batch_size=180, num
     reader.close()
     if eight_avg:
         total /= len(pairs)
+    if bad_patches.any():  # positions whose grid needs an undecodable patch: 0, listed
+        failed = positions_using(bad_patches, mask, cells, q)
+        total[failed] = 0.0
+        if stats is not None:
+            stats.failed.update({(int(xm), int(ym)): bad_reason for xm, ym in zip(*np.nonzero(failed))})
     return total
 
 

@@ -16,14 +16,16 @@ from pathlib import Path
 import torch
 
 from wsi.config import load_config
-from wsi.data.slide import open_slide
+from wsi.data.slide import SlideError, open_slide
 from wsi.data.wsi_producer import load_mask
 from wsi.errors import InputError
-from wsi.fileio import npy_path, save_npy
+from wsi.fileio import check_writable, is_complete_npy, npy_header, npy_path, remove_stale_temporaries, save_npy
 from wsi.inference.common import InferenceStats
+from wsi.inference.damaged import failed_report_path, write_failed_report
 from wsi.inference.fast import BLOCK_SIZE, fast_probs_map
 from wsi.inference.faithful import faithful_probs_map
 from wsi.inference.geometry import GridSpec, fast_mode_problem, mask_geometry
+from wsi.inference.loader import ReadFailed
 from wsi.model import build_model
 from wsi.model.checkpoint import CheckpointError, load_checkpoint, load_model_state
 
@@ -170,6 +172,7 @@ def plan_jobs(wsi, mask, npy):
     with a mask file, an output that is an existing file, two slides with the same stem.
     """
     if not is_many(wsi):
+        check_writable(npy_path(npy))
         return [Job(Path(wsi), Path(mask), npy_path(npy))]
     slides = sorted(list_slides(wsi), key=lambda p: (p.stem, str(p)))
     mask, npy = Path(mask), Path(npy)
@@ -177,6 +180,7 @@ def plan_jobs(wsi, mask, npy):
         raise InputError(f"{mask}: with many slides ({wsi}), MASK must be the folder of tissue masks <stem>.npy")
     if npy.exists() and not npy.is_dir():
         raise InputError(f"{npy}: with many slides ({wsi}), NPY must be the output folder, not a file")
+    check_writable(npy, folder=True)
     stems = [p.stem for p in slides]
     duplicates = sorted({s for s in stems if stems.count(s) > 1})
     if duplicates:
@@ -210,13 +214,45 @@ def select_shard(jobs, shard):
     return jobs[k::n]
 
 
+class MapsWritten(list):
+    """The maps written (a list of paths); ``failed`` lists ``(slide, what)`` for every slide with positions
+    that could not be read, or that could not be read at all (folder mode goes on with the next slide)."""
+
+    def __init__(self, paths=(), failed=()):
+        super().__init__(paths)
+        self.failed = list(failed)
+
+
+def _is_done(job):
+    """True when ``job.output`` is a complete float64 map of the mask's shape (a re-run may skip it)."""
+    header = npy_header(job.mask)
+    return header is not None and len(header[0]) == 2 and is_complete_npy(job.output, header[0], "float64")
+
+
+def _position_regions(job, grid, failed):
+    """Level-0 grid region ``(x, y, w, h)`` of each failed mask position (the region the faithful mode reads)."""
+    with open_slide(job.slide) as slide:
+        mask_shape = npy_header(job.mask)[0]
+        geometry = mask_geometry(slide.level_dimensions, slide.level_downsamples, mask_shape,
+                                 mask_name=str(job.mask), slide_name=str(job.slide))
+    regions = {}
+    for xm, ym in failed:
+        x_center, y_center = geometry.centre(xm, ym)
+        regions[(xm, ym)] = (grid.region_origin(x_center), grid.region_origin(y_center), grid.image_size,
+                             grid.image_size)
+    return regions
+
+
 def run_probs_maps(wsi, ckpt, cfg_path, mask, npy, *, mode="fast", device=None, batch_size=None, num_workers=5,
                    eight_avg=False, amp=False, shard=None, progress=True, skip_existing=None):
-    """Compute the maps ``probs_map.py`` is asked for; returns the list of outputs written.
+    """Compute the maps ``probs_map.py`` is asked for; returns the outputs written (:class:`MapsWritten`).
 
     ``shard`` is (K, N) or None for torchrun's ``RANK``/``WORLD_SIZE`` (one shard outside torchrun).
-    ``skip_existing`` defaults to True for many slides and False for one (the original overwrites). Every
-    problem found before the first map (config, checkpoint, missing masks) is raised before anything runs.
+    ``skip_existing`` defaults to True for many slides and False for one (the original overwrites); a map is
+    skipped only when it is a complete float64 ``.npy`` of its mask's shape. Every problem found before the
+    first map (config, checkpoint, missing masks, an output that cannot be written) is raised before anything
+    runs. Positions whose region cannot be decoded are 0 in the map and listed in ``<stem>.failed.txt``; with
+    many slides, a slide that cannot be read at all is listed the same way and the run goes on.
     """
     cfg = load_config(cfg_path)
     grid = GridSpec.from_config(cfg, source=cfg_path)
@@ -234,10 +270,23 @@ def run_probs_maps(wsi, ckpt, cfg_path, mask, npy, *, mode="fast", device=None, 
         logger.info("shard %d/%d: %d of %d slides", shard[0], shard[1], len(mine), len(jobs))
     if skip_existing is None:
         skip_existing = many
-    todo = []
+    for folder in {job.output.parent for job in mine}:
+        for path in remove_stale_temporaries(folder):
+            logger.info("removed %s, left by an interrupted run", path)
+    todo, failed = [], []
     for job in mine:
         if skip_existing and job.output.exists():
-            logger.info("%s: %s exists, skipped", job.slide.name, job.output)
+            report = failed_report_path(job.output)
+            if not _is_done(job):
+                logger.info("%s: %s exists but is not a complete map of its mask's shape: computing it again",
+                            job.slide.name, job.output)
+                todo.append(job)
+            elif report.exists():
+                logger.info("%s: %s exists, skipped; %s lists the positions that could not be read",
+                            job.slide.name, job.output, report)
+                failed.append((job.slide, str(report)))
+            else:
+                logger.info("%s: %s exists, skipped", job.slide.name, job.output)
         else:
             todo.append(job)
     missing = [job.mask for job in todo if not job.mask.is_file()]
@@ -245,19 +294,38 @@ def run_probs_maps(wsi, ckpt, cfg_path, mask, npy, *, mode="fast", device=None, 
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise InputError(f"{missing[0]}: no such mask file{more}")
     if not todo:
-        return []
+        return MapsWritten(failed=failed)
     model = load_inference_model(ckpt, cfg, cfg_path, device)
-    written = []
+    written = MapsWritten(failed=failed)
     for number, job in enumerate(todo, start=1):
+        report = failed_report_path(job.output)
         tissue = load_mask(job.mask)
         stats = InferenceStats()
         start = time.perf_counter()
-        probs_map = compute_probs_map(model, job.slide, tissue, grid, mode=mode, batch_size=batch_size,
-                                      num_workers=num_workers, eight_avg=eight_avg, amp=amp, progress=progress,
-                                      stats=stats, mask_name=job.mask)
+        try:
+            probs_map = compute_probs_map(model, job.slide, tissue, grid, mode=mode, batch_size=batch_size,
+                                          num_workers=num_workers, eight_avg=eight_avg, amp=amp,
+                                          progress=progress, stats=stats, mask_name=job.mask)
+        except (SlideError, ReadFailed) as err:
+            if not many:
+                raise
+            # One unreadable slide must not stop the others: list it, go on, exit 1 at the end.
+            logger.error("%s (%d/%d): cannot be read, no map (%s); listed in %s", job.slide.name, number,
+                         len(todo), err, report)
+            write_failed_report(report, job.slide, {}, reason=err)
+            written.failed.append((job.slide, str(err)))
+            continue
         seconds = time.perf_counter() - start
         written.append(save_npy(job.output, probs_map))
         logger.info("%s (%d/%d): %d tissue positions, %s mode, %.1f s (%.1f positions/s), %.2f CNN evaluations "
                     "per position -> %s", job.slide.name, number, len(todo), stats.positions, stats.mode, seconds,
                     stats.positions / max(seconds, 1e-9), stats.evaluations_per_position, written[-1])
+        if stats.failed:
+            write_failed_report(report, job.slide, stats.failed, _position_regions(job, grid, stats.failed),
+                                total=stats.positions)
+            logger.warning("%s: %d of %d tissue positions could not be read (left at 0), listed in %s",
+                           job.slide.name, len(stats.failed), stats.positions, report)
+            written.failed.append((job.slide, str(report)))
+        elif report.exists():
+            report.unlink()  # an earlier run's report of a slide that now reads whole
     return written
