@@ -181,9 +181,15 @@ def test_bad_config_is_one_line_before_any_output(data, tmp_path, capsys, case):
         cfg_path, _ = write_config(data, tmp_path / "cfg.json", on_the_fly=True, coords_normal_train=str(
             tmp_path / "normal.txt"))
         expected = "normal_train has 1 grids, fewer than tumor_train's 4"
-    else:
+    else:  # refused by the parser (wsi.cli.count): argparse's usage line, then the error line
         cfg_path, _ = write_config(data, tmp_path / "cfg.json")
-        args, expected = ["--seed", "-1"], "--seed must be at least 0"
+        with pytest.raises(SystemExit) as exit_info:
+            main([str(cfg_path), str(tmp_path / "out"), "--num_workers", "0", "--seed", "-1"])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].endswith("error: argument --seed: must be at least 0, got -1")
+        assert not (tmp_path / "out").exists()
+        return
     save = tmp_path / "out"
     assert main([str(cfg_path), str(save), "--num_workers", "0", *args]) == 2
     err = capsys.readouterr().err.strip()

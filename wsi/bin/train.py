@@ -29,9 +29,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from wsi.cli import check_outputs, count, run_command
+from wsi.cli import check_outputs, count, probability, run_command
 from wsi.config import DATASETS, load_config, save_config
 from wsi.data.image_producer import dataset_from_config
+from wsi.data.skipping import SkippingLoader, collate_grids
 from wsi.errors import InputError
 from wsi.model import build_model, grid_size, load_checkpoint, load_model_state, save_checkpoint
 
@@ -56,6 +57,10 @@ def get_args_parser():
                              "default 0 (the original seeded with 0)")
     parser.add_argument("--device", default=None, choices=("cuda", "cpu"),
                         help="default: cuda when available, else cpu")
+    parser.add_argument("--max_failed_share", default=0.01, type=probability,
+                        help="grids that cannot be read (a damaged tile, a broken PNG) are skipped, logged once and "
+                             "counted (train/skipped, valid/skipped in tensorboard); stop when more than this share "
+                             "of an epoch's grids fail, default 0.01")
     parser.add_argument("--epochs", default=None, type=count,
                         help="train this many epochs in all instead of the config's 'epoch'")
     return parser
@@ -94,18 +99,21 @@ def derive_seed(*keys):
     return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(2, np.uint64)[0] >> np.uint64(1))
 
 
-def build_loaders(cfg, datasets, num_gpu, num_workers, world_size, rank, pin_memory, source="config"):
+def build_loaders(cfg, datasets, num_gpu, num_workers, world_size, rank, pin_memory, source="config",
+                  max_failed_share=0.01):
     """The four DataLoaders, in file order (no shuffling), batch ``batch_size × num_gpu`` for training and twice
-    that for validation, as the original; under torchrun each rank reads every world_size-th grid."""
+    that for validation, as the original; under torchrun each rank reads every world_size-th grid. Each skips
+    the grids it cannot read (:class:`~wsi.data.skipping.SkippingLoader`) up to ``max_failed_share`` an epoch."""
     loaders = {}
     for name, dataset in datasets.items():
         batch = cfg["batch_size"] * num_gpu * (1 if name.endswith("train") else 2)
         sampler = None
         if world_size > 1:
             sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=False)
-        loaders[name] = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=False, sampler=sampler,
-                                                    num_workers=num_workers * num_gpu, pin_memory=pin_memory,
-                                                    drop_last=False)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=False, sampler=sampler,
+                                             num_workers=num_workers * num_gpu, pin_memory=pin_memory,
+                                             drop_last=False, collate_fn=collate_grids)
+        loaders[name] = SkippingLoader(loader, name, max_failed_share)
     for split in ("train", "valid"):
         tumor, normal = loaders[f"tumor_{split}"], loaders[f"normal_{split}"]
         if len(normal) < len(tumor):
@@ -226,7 +234,8 @@ def run(args):
         if len(dataset) == 0:
             raise InputError(f"{args.cfg_path}: the {name} list is empty")
     loaders = build_loaders(cfg, datasets, num_gpu, args.num_workers, world_size, rank,
-                            pin_memory=device.type == "cuda", source=args.cfg_path)
+                            pin_memory=device.type == "cuda", source=args.cfg_path,
+                            max_failed_share=args.max_failed_share)
 
     torch.manual_seed(seed)  # the same initial weights in every process and every run with this seed
     model = build_model(cfg, num_nodes=grid_size(cfg), source=str(args.cfg_path))
@@ -271,6 +280,13 @@ def run(args):
                             optimizer=optimizer if with_optimizer else None, best_valid_loss=best_valid_loss,
                             cfg=cfg, seed=seed, valid_pending=pending)
 
+    def log_skipped(split, epoch):
+        skipped = loaders[f"tumor_{split}"].skipped + loaders[f"normal_{split}"].skipped
+        if skipped:  # written only when some grid failed: a clean run's events are the original's
+            logger.warning("Epoch : %d, %d %s grids could not be read and were skipped", epoch + 1, skipped, split)
+            if writer is not None:
+                writer.add_scalar(f"{split}/skipped", skipped, step)
+
     def validate(epoch):
         nonlocal best_valid_loss
         for name in ("tumor_valid", "normal_valid"):
@@ -282,6 +298,7 @@ def run(args):
         if writer is not None:
             writer.add_scalar("valid/loss", loss, step)
             writer.add_scalar("valid/acc", acc, step)
+        log_skipped("valid", epoch)
         if loss < best_valid_loss:  # the original keeps the lowest validation loss (its README says accuracy)
             best_valid_loss = loss
             save("best.ckpt", epoch + 1, False, with_optimizer=False)
@@ -299,6 +316,7 @@ def run(args):
             step, _ = train_one_epoch(model, criterion, optimizer, loaders["tumor_train"], loaders["normal_train"],
                                       device, epoch, step, log_every=cfg["log_every"], seed=seed, rank=rank,
                                       world_size=world_size, writer=writer)
+            log_skipped("train", epoch)
             save("train.ckpt", epoch + 1, True)
             validate(epoch)
     finally:

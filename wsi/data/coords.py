@@ -6,7 +6,7 @@ The format of the original's ``coords/*.txt`` and of ``list.txt`` in patch folde
 from pathlib import Path
 
 from wsi.errors import InputError
-from wsi.fileio import atomic_open
+from wsi.fileio import atomic_open, read_text_lines
 
 
 class CoordsError(InputError):
@@ -23,18 +23,18 @@ def read_coords(path):
     if not path.is_file():
         raise CoordsError(f"{path}: no such coordinate file" + (" (it is a folder)" if path.is_dir() else ""))
     rows = []
-    with open(path) as handle:
-        for number, line in enumerate(handle, start=1):
-            fields = line.strip().split(",")
-            if fields == [""]:
-                raise CoordsError(f"{path}: line {number} is blank")
-            if len(fields) != 3:
-                raise CoordsError(f"{path}: line {number} has {len(fields)} fields, expected pid,x,y: {line.strip()!r}")
-            pid, x, y = (f.strip() for f in fields)
-            try:
-                rows.append((pid, int(x), int(y)))
-            except ValueError:
-                raise CoordsError(f"{path}: line {number} has non-integer coordinates: {line.strip()!r}") from None
+    # read_text_lines: a byte that is not UTF-8 is one line naming the file and the line
+    for number, line in enumerate(read_text_lines(path), start=1):
+        fields = line.strip().split(",")
+        if fields == [""]:
+            raise CoordsError(f"{path}: line {number} is blank")
+        if len(fields) != 3:
+            raise CoordsError(f"{path}: line {number} has {len(fields)} fields, expected pid,x,y: {line.strip()!r}")
+        pid, x, y = (f.strip() for f in fields)
+        try:
+            rows.append((pid, int(x), int(y)))
+        except ValueError:
+            raise CoordsError(f"{path}: line {number} has non-integer coordinates: {line.strip()!r}") from None
     return rows
 
 

@@ -38,7 +38,8 @@ from PIL import Image
 from wsi.data import sampling
 from wsi.data.coords import read_coords
 from wsi.data.patches import check_wsi_dir, read_patch
-from wsi.data.slide import SlideNotFoundError, find_slide, open_slide
+from wsi.data.skipping import UnreadableGrid
+from wsi.data.slide import SlideError, SlideNotFoundError, find_slide, open_slide
 from wsi.errors import InputError
 
 #: ColorJitter(brightness, contrast, saturation, hue) of the original.
@@ -48,6 +49,17 @@ LABEL_MODES = ("positive", "positive_not_negative")
 
 class DatasetError(InputError):
     """A patch folder, coordinate list or annotation folder that cannot be used; the message names it."""
+
+
+class UnreadableImage(Exception):
+    """The image of one grid cannot be read (a damaged tile, a broken PNG): the grid is skipped, not fatal."""
+
+    def __init__(self, where, reason):
+        self.where, self.reason = where, reason
+        super().__init__(f"{where}: {reason}")
+
+    def __reduce__(self):
+        return type(self), (self.where, self.reason)
 
 
 # Geometry and labels ---------------------------------------------------------------------------------------------
@@ -244,7 +256,14 @@ class _GridDataset(torch.utils.data.Dataset):
     def __getitem__(self, idx):
         if not 0 <= idx < len(self._coords):
             raise IndexError(idx)
-        return make_grid(self.read_image(idx), self.labels(idx), self._patch_size, self._crop_size,
+        try:
+            image = self.read_image(idx)
+        except UnreadableImage as err:
+            # Not raised: a worker's exception reaches the main process wrapped in a traceback. The loader
+            # (wsi.data.skipping) leaves the grid out, logs it once and counts it.
+            side, crop = self.patch_per_side, self._crop_size
+            return UnreadableGrid(idx, err.where, err.reason, ((side * side, 3, crop, crop), (side * side,)))
+        return make_grid(image, self.labels(idx), self._patch_size, self._crop_size,
                          draws=self.draws(idx), normalize=self._normalize)
 
 
@@ -288,8 +307,15 @@ class GridImageDataset(_GridDataset):
                          list_path)
 
     def read_image(self, idx):
-        with Image.open(self._data_path / f"{idx}.png") as image:
-            return image.convert("RGB")
+        path = self._data_path / f"{idx}.png"
+        try:
+            with Image.open(path) as image:
+                image = image.convert("RGB")
+        except (OSError, SyntaxError, ValueError) as err:  # PIL: truncated or broken PNG
+            raise UnreadableImage(str(path), str(err).strip() or type(err).__name__) from None
+        if image.size != (self._img_size, self._img_size):
+            raise UnreadableImage(str(path), f"is {image.size[0]}×{image.size[1]} px, expected {self._img_size}")
+        return image
 
 
 class GridSlideDataset(_GridDataset):
@@ -314,6 +340,8 @@ class GridSlideDataset(_GridDataset):
                     self._slide_paths[pid] = find_slide(wsi_path, pid)
                 except SlideNotFoundError as err:
                     raise DatasetError(f"{coords_path}: line {number}: {err}") from None
+        for path in self._slide_paths.values():  # a slide that does not open at all fails here, in one line
+            open_slide(path).close()
         self._slides, self._owner = {}, None
         super().__init__(rows, json_path, img_size, patch_size, crop_size, normalize, label_mode, augment, seed,
                          coords_path)
@@ -329,7 +357,11 @@ class GridSlideDataset(_GridDataset):
 
     def read_image(self, idx):
         pid, x, y = self._coords[idx]
-        return read_patch(self._slide(pid), x, y, self._img_size, level=0)
+        try:
+            return read_patch(self._slide(pid), x, y, self._img_size, level=0)
+        except SlideError as err:
+            raise UnreadableImage(f"{self._slide_paths[pid]} centre ({x}, {y})",
+                                  getattr(err, "reason", None) or str(err)) from None
 
     def close(self):
         """Close the slides this process opened."""

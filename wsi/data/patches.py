@@ -25,7 +25,7 @@ from tqdm import tqdm
 from wsi.data.coords import read_coords
 from wsi.data.slide import NotAFolderError, SlideError, SlideNotFoundError, find_slide, open_slide
 from wsi.errors import InputError
-from wsi.fileio import atomic_open, atomic_path
+from wsi.fileio import atomic_open, atomic_path, remove_stale_temporaries
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,29 @@ def patch_top_left(x_center, y_center, patch_size):
 def read_patch(slide, x_center, y_center, patch_size, level=0):
     """The ``patch_size``² RGB PIL image centred on level-0 (x, y), read at ``level`` (half-size not scaled)."""
     return slide.read_region_image(patch_top_left(x_center, y_center, patch_size), level, (patch_size, patch_size))
+
+
+#: The last 12 bytes of every complete PNG: the IEND chunk (length 0, type, CRC).
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
+
+def is_complete_png(path, patch_size):
+    """True when ``path`` is a whole PNG of ``patch_size``² pixels (a re-run may skip it).
+
+    Checks the header's size and that the file ends with the IEND chunk, without decoding the pixels: cheap
+    enough to run on every PNG of a large folder, and it catches junk, other sizes and copies cut short.
+    """
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(24)
+            handle.seek(-len(_PNG_END), 2)
+            tail = handle.read()
+    except OSError:
+        return False
+    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR" or tail != _PNG_END:
+        return False
+    width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    return (width, height) == (patch_size, patch_size)
 
 
 def check_wsi_dir(wsi_dir):
@@ -90,7 +113,7 @@ def _write_chunk(task):
     slide_path, out_dir, patch_size, level, lines = task
     out_dir = Path(out_dir)
     written, skipped, failures = 0, 0, []
-    todo = [(i, pid, x, y) for i, pid, x, y in lines if not (out_dir / f"{i}.png").exists()]
+    todo = [(i, pid, x, y) for i, pid, x, y in lines if not is_complete_png(out_dir / f"{i}.png", patch_size)]
     skipped = len(lines) - len(todo)
     if not todo:
         return written, skipped, failures
@@ -164,14 +187,17 @@ def generate_patches(wsi_dir, coords_path, out_dir, patch_size=768, level=0, num
             slide_path = find_slide(wsi_dir, pid)
         except SlideNotFoundError as err:
             # Only the lines whose PNG is missing fail: a slide moved away after a complete run is no error.
-            missing = [line for line in lines if not (out_dir / f"{line[0]}.png").exists()]
+            missing = [line for line in lines if not is_complete_png(out_dir / f"{line[0]}.png", patch_size)]
             result.skipped += len(lines) - len(missing)
             result.failed.extend((i, pid, x, y, str(err)) for i, pid, x, y in missing)
             continue
+        check_level_up_front(slide_path, level)
         for start in range(0, len(lines), CHUNK_LINES):
             tasks.append((str(slide_path), str(out_dir), patch_size, level, lines[start:start + CHUNK_LINES]))
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    for path in remove_stale_temporaries(out_dir):  # left by a run killed before it could clean up
+        logger.info("removed %s, left by an interrupted run", path)
     copy_list(coords_path, out_dir)
     bar = tqdm(total=len(rows), unit="patch", desc="patch_gen", disable=not progress or None)
     bar.update(result.skipped + len(result.failed))
@@ -203,6 +229,19 @@ def generate_patches(wsi_dir, coords_path, out_dir, patch_size=768, level=0, num
     elif failed_path.exists():
         failed_path.unlink()
     return result
+
+
+def check_level_up_front(slide_path, level):
+    """Raise :class:`~wsi.data.slide.LevelError` when the slide opens but has no ``level`` (every line of it would fail).
+
+    A slide that cannot be opened is left to the workers, whose lines then go to ``failed.txt``.
+    """
+    try:
+        slide = open_slide(slide_path)
+    except SlideError:
+        return
+    with slide:
+        slide.check_level(level)
 
 
 def _close_slides():

@@ -428,6 +428,10 @@ def load_mask(path, level0=None, what="tissue mask", mmap_mode=None):
         raise SamplingError(f"{path}: not a NumPy .npy {what} ({str(err).splitlines()[0]})") from None
     if array.ndim != 2:
         raise SamplingError(f"{path}: {what} must be a 2-D [x, y] array, got shape {array.shape}")
+    if array.dtype != bool and array.dtype.kind not in "iuf":
+        raise SamplingError(f"{path}: {what} must be boolean or numeric, got dtype {array.dtype}")
+    if mmap_mode is None and array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise SamplingError(f"{path}: {what} holds NaN or infinite values")
     if level0 is not None:
         mask_geometry(array.shape, level0, where=str(path))
     return array

@@ -11,7 +11,7 @@ import numpy as np
 from skimage.color import rgb2hsv
 from skimage.filters import threshold_otsu
 
-from wsi.data.slide import Slide, open_slide
+from wsi.data.slide import RegionReadError, Slide, open_slide
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +53,34 @@ def tissue_mask(slide, level=6, rgb_min=50):
         with open_slide(slide) as opened:
             return tissue_mask(opened, level=level, rgb_min=rgb_min)
     level = slide.check_level(level)
-    img_RGB = np.transpose(slide.read_level(level), axes=[1, 0, 2])  # [y, x, 3] image -> [x, y, 3]
+    img_RGB = np.transpose(read_level_or_name_tile(slide, level), axes=[1, 0, 2])  # [y, x, 3] -> [x, y, 3]
     mask = tissue_mask_from_rgb(img_RGB, rgb_min=rgb_min)
     logger.info("%s: level %d %s, tissue %.1f%%", slide.path, level, "x".join(map(str, mask.shape)),
                 100.0 * mask.mean() if mask.size else 0.0)
     return mask
+
+
+def read_level_or_name_tile(slide, level):
+    """The whole level ``[h, w, 3]``; when it cannot be decoded, the error names the first damaged tile.
+
+    The level is read in one piece (offsets of 0, so the pixels are exact whatever the level's downsample);
+    only when that fails is it read again tile by tile (the slide's own tile size, else 256 level pixels) to
+    find the tile that does not decode. Raises :class:`~wsi.data.slide.RegionReadError` for that tile.
+    """
+    try:
+        return slide.read_level(level)
+    except RegionReadError as whole:
+        width, height = slide.level_dimensions[level]
+        downsample = slide.level_downsamples[level]
+        tile_w = int(slide.properties.get(f"openslide.level[{level}].tile-width", 256) or 256)
+        tile_h = int(slide.properties.get(f"openslide.level[{level}].tile-height", 256) or 256)
+        for y in range(0, height, tile_h):
+            for x in range(0, width, tile_w):
+                size = (min(tile_w, width - x), min(tile_h, height - y))
+                try:
+                    slide.read_region((round(x * downsample), round(y * downsample)), level, size)
+                except RegionReadError as err:
+                    raise RegionReadError(slide.path, level, err.location, size,
+                                          f"tile at level-{level} pixel ({x}, {y}) of the mask level is "
+                                          f"damaged ({err.reason})") from None
+        raise whole from None

@@ -47,6 +47,11 @@ def load_mask(path):
     if not isinstance(mask, np.ndarray) or mask.ndim != 2:
         shape = getattr(mask, "shape", None)
         raise MaskError(f"{path}: expected a 2-D [x, y] tissue mask, got an array of shape {shape}")
+    if mask.dtype != bool and mask.dtype.kind not in "iuf":
+        raise MaskError(f"{path}: a tissue mask must be boolean or numeric, got dtype {mask.dtype}")
+    if mask.dtype.kind == "f" and not np.isfinite(mask).all():
+        bad = int(np.count_nonzero(~np.isfinite(mask)))
+        raise MaskError(f"{path}: {bad} of {mask.size} mask values are NaN or infinite (NaN would count as tissue)")
     return mask if mask.dtype == bool else mask != 0
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from wsi.errors import InputError
-from wsi.fileio import atomic_open
+from wsi.fileio import atomic_open, read_text_lines
 
 
 class DetectionsError(InputError):
@@ -42,11 +42,7 @@ def read_detections(path):
     if not path.is_file():
         raise DetectionsError(f"{path}: no such detection CSV" + (" (it is a folder)" if path.is_dir() else ""))
     probs, xs, ys = [], [], []
-    try:
-        with open(path) as handle:
-            lines = handle.read().splitlines()
-    except UnicodeDecodeError:
-        raise DetectionsError(f"{path}: not a text CSV file") from None
+    lines = [line.rstrip("\r\n") for line in read_text_lines(path)]  # non-UTF-8: one line naming file and line
     for number, line in enumerate(lines, start=1):
         fields = line.split(",")
         if not line.strip():

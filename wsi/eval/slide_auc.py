@@ -20,7 +20,7 @@ import numpy as np
 
 from wsi.errors import InputError
 from wsi.eval.nms import load_probs_map
-from wsi.fileio import atomic_open
+from wsi.fileio import atomic_open, read_text_lines
 
 log = logging.getLogger(__name__)
 
@@ -39,25 +39,25 @@ def read_slide_labels(path):
     if not path.is_file():
         raise SlideLabelsError(f"{path}: no such labels CSV" + (" (it is a folder)" if path.is_dir() else ""))
     labels = {}
-    with open(path) as handle:
-        for number, line in enumerate(handle.read().splitlines(), start=1):
-            fields = [f.strip() for f in line.split(",")]
-            if not line.strip():
-                raise SlideLabelsError(f"{path}: line {number} is blank; expected <slide>,<Tumor|Normal|1|0>")
-            if len(fields) < 2 or not fields[0]:
-                raise SlideLabelsError(f"{path}: line {number} is not <slide>,<label>: {line!r}")
-            label = fields[1].lower()
-            if number == 1 and label in ("label", "class"):
-                continue
-            if label in _POSITIVE:
-                value = 1
-            elif label in _NEGATIVE:
-                value = 0
-            else:
-                raise SlideLabelsError(f"{path}: line {number} has label {fields[1]!r}; expected Tumor, Normal, 1 or 0")
-            if fields[0] in labels:
-                raise SlideLabelsError(f"{path}: line {number} repeats slide {fields[0]!r}")
-            labels[fields[0]] = value
+    # read_text_lines: a byte that is not UTF-8 is one line naming the file and the line
+    for number, line in enumerate((line.rstrip("\r\n") for line in read_text_lines(path)), start=1):
+        fields = [f.strip() for f in line.split(",")]
+        if not line.strip():
+            raise SlideLabelsError(f"{path}: line {number} is blank; expected <slide>,<Tumor|Normal|1|0>")
+        if len(fields) < 2 or not fields[0]:
+            raise SlideLabelsError(f"{path}: line {number} is not <slide>,<label>: {line!r}")
+        label = fields[1].lower()
+        if number == 1 and label in ("label", "class"):
+            continue
+        if label in _POSITIVE:
+            value = 1
+        elif label in _NEGATIVE:
+            value = 0
+        else:
+            raise SlideLabelsError(f"{path}: line {number} has label {fields[1]!r}; expected Tumor, Normal, 1 or 0")
+        if fields[0] in labels:
+            raise SlideLabelsError(f"{path}: line {number} repeats slide {fields[0]!r}")
+        labels[fields[0]] = value
     if not labels:
         raise SlideLabelsError(f"{path}: no slide labels")
     return labels

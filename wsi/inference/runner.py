@@ -19,7 +19,7 @@ from wsi.config import load_config
 from wsi.data.slide import SlideError, open_slide
 from wsi.data.wsi_producer import load_mask
 from wsi.errors import InputError
-from wsi.fileio import check_writable, is_complete_npy, npy_header, npy_path, remove_stale_temporaries, save_npy
+from wsi.fileio import read_text_lines, check_writable, is_complete_npy, npy_header, npy_path, remove_stale_temporaries, save_npy
 from wsi.inference.common import InferenceStats
 from wsi.inference.damaged import failed_report_path, write_failed_report
 from wsi.inference.fast import BLOCK_SIZE, fast_probs_map
@@ -145,15 +145,15 @@ def list_slides(wsi):
     if not wsi.is_file():
         raise InputError(f"{wsi}: no such slide list file")
     slides = []
-    with open(wsi) as handle:
-        for number, line in enumerate(handle, start=1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            path = Path(line) if Path(line).is_absolute() else wsi.parent / line
-            if not path.is_file():
-                raise InputError(f"{wsi}: line {number}: no such slide file {path}")
-            slides.append(path)
+    # read_text_lines: a byte that is not UTF-8 is one line naming the file and the line
+    for number, line in enumerate(read_text_lines(wsi), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        path = Path(line) if Path(line).is_absolute() else wsi.parent / line
+        if not path.is_file():
+            raise InputError(f"{wsi}: line {number}: no such slide file {path}")
+        slides.append(path)
     if not slides:
         raise InputError(f"{wsi}: the slide list is empty")
     return slides
