@@ -33,7 +33,7 @@ def get_args_parser():
 
 
 def run(args):
-    check_outputs(npy_path(args.npy_path))
+    check_outputs(args.npy_path, npy_path(args.npy_path))  # an existing folder is refused, not <folder>.npy
     mask = tissue_mask(args.wsi_path, level=args.level, rgb_min=args.RGB_min)
     path = save_npy(args.npy_path, mask)
     logger.info("wrote %s: bool %s [x, y], %d tissue pixels", path, mask.shape, int(mask.sum()))

@@ -150,7 +150,13 @@ class Slide:
 
     def get_thumbnail(self, size):
         """An RGB PIL thumbnail fitting in ``size`` (w, h)."""
-        return self._osr.get_thumbnail(size).convert("RGB")
+        try:
+            return self._osr.get_thumbnail(size).convert("RGB")
+        except (openslide.OpenSlideError, OSError, ValueError) as err:
+            self.close()
+            self._osr = self._open()
+            raise RegionReadError(self.path, self.level_count - 1, (0, 0), self.dimensions,
+                                  f"thumbnail: {str(err).strip() or type(err).__name__}") from None
 
     def close(self):
         self._osr.close()

@@ -172,6 +172,7 @@ def plan_jobs(wsi, mask, npy):
     with a mask file, an output that is an existing file, two slides with the same stem.
     """
     if not is_many(wsi):
+        check_writable(npy)  # an existing folder is refused, not written beside as <folder>.npy
         check_writable(npy_path(npy))
         return [Job(Path(wsi), Path(mask), npy_path(npy))]
     slides = sorted(list_slides(wsi), key=lambda p: (p.stem, str(p)))
@@ -306,6 +307,10 @@ def run_probs_maps(wsi, ckpt, cfg_path, mask, npy, *, mode="fast", device=None, 
             probs_map = compute_probs_map(model, job.slide, tissue, grid, mode=mode, batch_size=batch_size,
                                           num_workers=num_workers, eight_avg=eight_avg, amp=amp,
                                           progress=progress, stats=stats, mask_name=job.mask)
+            if stats.failed and len(stats.failed) >= stats.positions:  # a map of zeros is no map
+                first = stats.failed[min(stats.failed)]
+                raise SlideError(f"{job.slide}: none of its {stats.positions} tissue positions could be read "
+                                 f"(a truncated or damaged slide? first: {first})")
         except (SlideError, ReadFailed) as err:
             if not many:
                 raise
