@@ -420,30 +420,43 @@ def test_non_utf8_text_is_one_line_naming_file_and_line(world, tmp_path, capsys,
 
 
 # 5. Interrupted runs, then re-runs ----------------------------------------------------------------------------------
+#: (signal, status, last line): SIGTERM to the process (kill), Ctrl-C to the whole process group (a terminal).
+STOPS = {"sigterm": (signal.SIGTERM, 143, "terminated"), "ctrl_c": (signal.SIGINT, 130, "interrupted")}
+
+
 def start(script, *argv):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, str(ROOT / "wsi" / "bin" / f"{script}.py"), *map(str, argv)],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
 
 
-def terminate_when(process, condition, timeout=60):
+def stop_when(process, condition, stop, timeout=60):
+    """Send ``stop`` once ``condition()`` holds (SIGTERM to the process, Ctrl-C to its group, workers included);
+    returns (status, stderr), after checking the status and the one closing line."""
     deadline = time.monotonic() + timeout
     while not condition():
         assert process.poll() is None, process.communicate()[1]
         assert time.monotonic() < deadline
         time.sleep(0.01)
-    process.send_signal(signal.SIGTERM)
+    signum, status, word = STOPS[stop]
+    if stop == "ctrl_c":
+        os.killpg(process.pid, signum)
+    else:
+        process.send_signal(signum)
     _, err = process.communicate(timeout=60)
+    assert process.returncode == status, err
+    assert "Traceback" not in err and err.rstrip().endswith(word), err
     return process.returncode, err
 
 
-def test_patch_gen_sigterm_then_rerun(world, tmp_path, capsys):
+@pytest.mark.parametrize("stop,workers", [("sigterm", 1), ("ctrl_c", 2)])
+def test_patch_gen_stopped_then_rerun(world, tmp_path, capsys, stop, workers):
     rows = [("Tumor_001", 40 + (k * 7) % 430, 40 + (k * 13) % 430) for k in range(1500)]
     write_coords(tmp_path / "many.txt", rows)
     out = tmp_path / "out"
-    argv = [world / "slides", tmp_path / "many.txt", out, "--patch_size", "64", "--num_process", "1"]
-    status, err = terminate_when(start("patch_gen", *argv), lambda: (out / "20.png").exists())
-    assert status == 143 and "Traceback" not in err and "patch_gen: terminated" in err
+    argv = [world / "slides", tmp_path / "many.txt", out, "--patch_size", "64", "--num_process", workers]
+    stop_when(start("patch_gen", *argv), lambda: (out / "20.png").exists(), stop)
     assert not temporaries(tmp_path)
     done = len(list(out.glob("*.png")))
     assert 0 < done < len(rows)
@@ -452,16 +465,17 @@ def test_patch_gen_sigterm_then_rerun(world, tmp_path, capsys):
     assert len(list(out.glob("*.png"))) == len(rows) and not temporaries(tmp_path)
 
 
-def test_probs_map_sigterm_then_rerun(world, tmp_path, capsys):
+@pytest.mark.parametrize("stop,workers", [("sigterm", 0), ("ctrl_c", 2)])
+def test_probs_map_stopped_then_rerun(world, tmp_path, capsys, stop, workers):
     wsi, masks, out = tmp_path / "wsi", tmp_path / "masks", tmp_path / "out"
     wsi.mkdir()
     masks.mkdir()
     for k in range(3):
         shutil.copy(world / "slides" / "Tumor_001.tif", wsi / f"S{k}.tif")
         shutil.copy(world / "mask.npy", masks / f"S{k}.npy")
-    argv = [wsi, world / "model.ckpt", world / "cfg.json", masks, out, "--num_workers", "0", "--mode", "faithful"]
-    status, err = terminate_when(start("probs_map", *argv), lambda: (out / "S0.npy").exists())
-    assert status == 143 and "Traceback" not in err
+    argv = [wsi, world / "model.ckpt", world / "cfg.json", masks, out, "--num_workers", workers, "--mode",
+            "faithful"]
+    stop_when(start("probs_map", *argv), lambda: (out / "S0.npy").exists(), stop)
     assert not temporaries(tmp_path)
     assert (out / "S0.npy").exists() and not (out / "S2.npy").exists()
     status, err = call(probs_map.main, argv, capsys)

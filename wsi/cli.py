@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import logging
 import math
+import os
 import signal
 import sys
 import threading
@@ -36,7 +37,16 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so that ``finally`` blocks (temporary files) run."""
 
 
+_handler_owner = None  # the process that installed the SIGTERM handler
+
+
 def _raise_terminated(signum, frame):
+    if os.getpid() != _handler_owner:
+        # A forked worker (a pool's, a DataLoader's) inherited the handler: die as SIGTERM's default would,
+        # silently, and let the main process clean up and print the one line.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
     raise Terminated()
 
 
@@ -46,6 +56,8 @@ def _sigterm_raises():
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    global _handler_owner
+    _handler_owner = os.getpid()
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         yield

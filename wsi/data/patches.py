@@ -17,6 +17,7 @@ import filecmp
 import logging
 import multiprocessing
 import shutil
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -205,7 +206,7 @@ def generate_patches(wsi_dir, coords_path, out_dir, patch_size=768, level=0, num
         outcomes = map(_write_chunk, tasks)
         pool = None
     else:
-        pool = multiprocessing.Pool(min(num_process, len(tasks)))
+        pool = multiprocessing.Pool(min(num_process, len(tasks)), initializer=_ignore_interrupts)
         outcomes = pool.imap_unordered(_write_chunk, tasks)
     try:
         for written, skipped, failures in outcomes:
@@ -218,6 +219,7 @@ def generate_patches(wsi_dir, coords_path, out_dir, patch_size=768, level=0, num
         if pool is not None:
             pool.terminate()
             pool.join()
+            remove_stale_temporaries(out_dir)  # a worker stopped mid-write (Ctrl-C, SIGTERM) leaves its own
         _close_slides()
 
     result.failed.sort()
@@ -242,6 +244,11 @@ def check_level_up_front(slide_path, level):
         return
     with slide:
         slide.check_level(level)
+
+
+def _ignore_interrupts():
+    """Pool workers leave Ctrl-C to the main process, which stops the pool: no traceback from each worker."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _close_slides():
