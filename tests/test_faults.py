@@ -603,3 +603,18 @@ def test_xml_folder_mode_prints_one_line_per_bad_xml(world, tmp_path, capsys):
     lines = [line for line in err.splitlines() if " error: " in line]
     assert len(lines) == 2 and "Tumor_002.xml" in lines[0] and "Tumor_003.xml" in lines[1]
     assert sorted(p.name for p in (tmp_path / "json").iterdir()) == ["Tumor_001.json"]
+
+
+def test_read_errors_survive_worker_pickling():
+    """A DataLoader or pool worker sends its exception to the main process by pickling: it must rebuild."""
+    import pickle
+
+    from wsi.data.image_producer import UnreadableImage
+    from wsi.data.slide import LevelError, RegionReadError
+    from wsi.errors import OutputError
+
+    for err in (RegionReadError("s.tif", 0, (1, 2), (3, 4), "Not a JPEG file"), LevelError("s.tif", 9, [0, 1]),
+                OutputError("/x/y.npy", "Read-only file system"), UnreadableImage("3.png", "truncated")):
+        copy = pickle.loads(pickle.dumps(err))
+        assert type(copy) is type(err) and str(copy) == str(err)
+    assert pickle.loads(pickle.dumps(RegionReadError("s.tif", 0, (1, 2), (3, 4), "bad"))).reason == "bad"

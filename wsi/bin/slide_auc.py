@@ -32,7 +32,8 @@ def get_args_parser():
     parser.add_argument("--score", default="max", choices=SCORES,
                         help="slide score: max = the map's maximum; topk = mean of the k highest values; "
                              "default max")
-    parser.add_argument("--k", default=100, type=positive, help="number of values averaged by --score topk, default 100")
+    parser.add_argument("--k", default=100, type=positive,
+                        help="number of values averaged by --score topk, default 100")
     parser.add_argument("--exclude", default="", type=str,
                         help="comma-separated slides to leave out, e.g. Test_049,Test_114; default none")
     return parser

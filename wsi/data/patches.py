@@ -234,7 +234,7 @@ def generate_patches(wsi_dir, coords_path, out_dir, patch_size=768, level=0, num
 
 
 def check_level_up_front(slide_path, level):
-    """Raise :class:`~wsi.data.slide.LevelError` when the slide opens but has no ``level`` (every line of it would fail).
+    """Raise :class:`~wsi.data.slide.LevelError` when the slide opens but lacks ``level`` (all its lines would fail).
 
     A slide that cannot be opened is left to the workers, whose lines then go to ``failed.txt``.
     """

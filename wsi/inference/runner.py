@@ -19,7 +19,8 @@ from wsi.config import load_config
 from wsi.data.slide import SlideError, open_slide
 from wsi.data.wsi_producer import load_mask
 from wsi.errors import InputError
-from wsi.fileio import read_text_lines, check_writable, is_complete_npy, npy_header, npy_path, remove_stale_temporaries, save_npy
+from wsi.fileio import (check_writable, is_complete_npy, npy_header, npy_path, read_text_lines, remove_stale_temporaries,
+                        save_npy)
 from wsi.inference.common import InferenceStats
 from wsi.inference.damaged import failed_report_path, write_failed_report
 from wsi.inference.fast import BLOCK_SIZE, fast_probs_map
