@@ -12,8 +12,10 @@ on the undamaged slide). Scripts run in-process through ``main([...])``; the SIG
 
 import json
 import os
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -484,6 +486,10 @@ def test_probs_map_stopped_then_rerun(world, tmp_path, capsys, stop, workers):
 
 
 # 6. Junk in an output folder ------------------------------------------------------------------------------------------
+#: This machine's name as temporary names spell it (wsi.fileio).
+HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())
+
+
 def dead_pid():
     process = subprocess.Popen([sys.executable, "-c", "pass"])
     process.wait()
@@ -504,16 +510,18 @@ def test_probs_map_junk_outputs_are_recomputed_and_stale_temporaries_removed(wor
     full = np.full(shape, 0.25)
     np.save(out / "D.npy", full)
     (out / "D.npy").write_bytes((out / "D.npy").read_bytes()[:-8])  # cut short
-    (out / f".A.x1.{dead_pid()}.tmp.npy").write_bytes(b"left by kill -9")
-    (out / f".B.x2.{os.getpid()}.tmp.npy").write_bytes(b"a live process's")  # e.g. a concurrent shard
+    host = HOST
+    (out / f".A.x1.{host}-{dead_pid()}.tmp.npy").write_bytes(b"left by kill -9")
+    live = [f".B.x2.{host}-{os.getpid()}.tmp.npy", ".C.x3.other-machine-1.tmp.npy"]  # concurrent shards' files
+    for name in live:
+        (out / name).write_bytes(b"being written")
     status, err = call(probs_map.main, [wsi, world / "model.ckpt", world / "cfg.json", masks, out, "--num_workers",
                                         "0"], capsys)
     assert status == 0, err
     for stem in "ABCD":
         probs = np.load(out / f"{stem}.npy")
         assert probs.shape == shape and probs.dtype == np.float64 and np.count_nonzero(probs) > 0
-    assert sorted(p.name for p in out.iterdir()) == [f".B.x2.{os.getpid()}.tmp.npy", "A.npy", "B.npy", "C.npy",
-                                                     "D.npy"]
+    assert sorted(p.name for p in out.iterdir()) == sorted([*live, "A.npy", "B.npy", "C.npy", "D.npy"])
 
 
 def test_patch_gen_junk_pngs_are_rewritten_and_stale_temporaries_removed(world, tmp_path, capsys):
@@ -524,7 +532,7 @@ def test_patch_gen_junk_pngs_are_rewritten_and_stale_temporaries_removed(world, 
     (out / "3.png").write_bytes(good[:len(good) // 2])  # cut short
     (out / "4.png").write_bytes(b"")
     shutil.copy(out / "5.png", out / "6.png")  # fine PNG, right size: kept
-    (out / f".7.abc.{dead_pid()}.tmp.png").write_bytes(b"x")
+    (out / f".7.abc.{HOST}-{dead_pid()}.tmp.png").write_bytes(b"x")
     (out / ".8.old.tmp.png").write_bytes(b"x")  # an earlier version's temporary name
     status, err = call(patch_gen.main, argv, capsys)
     assert status == 0, err

@@ -2,8 +2,9 @@
 
 Every script writes to a temporary file in the target folder and renames it into place, so an error or an
 interrupted run never leaves a partial output behind, and a re-run can trust any output file it finds.
-Temporary names are ``.<stem>.<random>.<pid>.tmp<suffix>``: :func:`remove_stale_temporaries` removes those of
-processes that no longer run (a run killed with ``kill -9``), leaving a concurrent shard's alone.
+Temporary names are ``.<stem>.<random>.<host>-<pid>.tmp<suffix>``: :func:`remove_stale_temporaries` removes
+those of processes of this machine that no longer run (a run killed with ``kill -9``), leaving a concurrent
+shard's alone, also one running on another machine that shares the folder (unless a day old).
 
 :func:`check_writable` is what each script calls on its outputs before any work, so a read-only folder or an
 output that is an existing folder costs nothing; an ``OSError`` while writing becomes an :class:`OutputError`
@@ -14,15 +15,24 @@ import contextlib
 import errno
 import os
 import re
+import socket
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 
 from wsi.errors import OutputError
 
-#: The temporary names :func:`atomic_path` makes: ``.<stem>.<random>.<pid>.tmp<suffix>``.
-_TEMPORARY = re.compile(r"^\..*\.(\d+)\.tmp(\.[^.]*)?$")
+#: The temporary names :func:`atomic_path` makes: ``.<stem>.<random>.<host>-<pid>.tmp<suffix>``.
+_TEMPORARY = re.compile(r"^\..*\.([A-Za-z0-9-]+)-(\d+)\.tmp(\.[^.]*)?$")
+#: A temporary of another machine older than this is stale whatever its process id (seconds).
+_FOREIGN_STALE_AFTER = 24 * 3600
+
+
+def _host():
+    """This machine's name as it appears in temporary names (letters, digits and ``-`` only)."""
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname() or "host")
 #: Temporary names of earlier versions (no process id): stale whenever found at the start of a run.
 _OLD_TEMPORARY = re.compile(r"^\..*\.tmp(\.[^.]*)?$")
 
@@ -83,11 +93,19 @@ def remove_stale_temporaries(folder):
     removed = []
     if not folder.is_dir():
         return removed
+    host = _host()
     for entry in folder.iterdir():
         name = entry.name
         match = _TEMPORARY.match(name)
-        stale = (match is not None and not _is_running(int(match.group(1)))) or (
-            match is None and _OLD_TEMPORARY.match(name) is not None and not name.startswith(".wsi-probe."))
+        if match is not None and match.group(1) == host:
+            stale = not _is_running(int(match.group(2)))
+        elif match is not None:
+            try:
+                stale = time.time() - entry.stat().st_mtime > _FOREIGN_STALE_AFTER
+            except FileNotFoundError:
+                continue
+        else:
+            stale = _OLD_TEMPORARY.match(name) is not None and not name.startswith(".wsi-probe.")
         if stale and entry.is_file():
             with contextlib.suppress(FileNotFoundError):
                 entry.unlink()
@@ -109,7 +127,7 @@ def atomic_path(path):
         raise OutputError(path, "is a folder, expected an output file")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".{os.getpid()}.tmp{path.suffix}",
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".{_host()}-{os.getpid()}.tmp{path.suffix}",
                                    dir=path.parent)
     except OSError as err:
         raise OutputError(path, _reason(err)) from None
