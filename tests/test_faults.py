@@ -442,6 +442,9 @@ def stop_when(process, condition, stop, timeout=60):
         assert time.monotonic() < deadline
         time.sleep(0.01)
     signum, status, word = STOPS[stop]
+    # Not at the very moment a new slide's DataLoader forks its workers: CPython drops a KeyboardInterrupt raised
+    # inside an at-fork hook ("Exception ignored in _releaseLock"), so that one Ctrl-C in a thousand is lost.
+    time.sleep(0.3)
     if stop == "ctrl_c":
         os.killpg(process.pid, signum)
     else:
