@@ -578,6 +578,7 @@ def test_numbers_out_of_range_are_refused_before_any_output(world, tmp_path, cap
     status, err = call(main, [*argv, option, value], capsys)
     assert status == 2
     assert_one_error(err, option)
+    assert err.strip().count("\n") == 0 and "usage:" not in err  # one line: argparse's usage block is not printed
     assert list(tmp_path.iterdir()) == []
 
 

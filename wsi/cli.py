@@ -24,6 +24,15 @@ LOG_FORMAT = "%(asctime)s, %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the project's one-line errors: ``X: error: <what is wrong>`` on stderr and exit status 2,
+    without argparse's usage block (``-h`` prints it)."""
+
+    def error(self, message):
+        name = " ".join(part.removesuffix(".py") for part in self.prog.split())
+        self.exit(2, f"{name}: error: {message} (see --help)\n")
+
+
 def setup_logging(level=logging.INFO):
     """Configure the root logger once; ``%(asctime)s`` replaces the original's hand-made time stamps."""
     root = logging.getLogger()

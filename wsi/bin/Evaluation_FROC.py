@@ -14,16 +14,15 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python wsi/bin/Evaluation_FROC.py`: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import argparse
 import json
 
-from wsi.cli import check_outputs, run_command
+from wsi.cli import ArgumentParser, check_outputs, run_command
 from wsi.eval.froc import check_plot_path, evaluate_froc, plot_froc
 from wsi.fileio import atomic_open
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description="Camelyon16 lesion-level evaluation (FROC) of detection CSVs against ground-truth masks.")
     parser.add_argument("mask_folder", metavar="MASK_DIR", type=str,
                         help="folder of ground-truth masks <slide>.tif or <slide>_Mask.tif (level 5, tumour 255)")

@@ -15,12 +15,11 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python wsi/bin/annotation_mask.py`: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import argparse
 import logging
 import math
 import time
 
-from wsi.cli import check_outputs, finite, positive, run_command
+from wsi.cli import ArgumentParser, check_outputs, finite, positive, run_command
 from wsi.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -29,7 +28,7 @@ DEFAULT_MPP = 0.243
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description="Rasterise tumour annotations (Camelyon16 XML or NCRF JSON) into Camelyon16-style "
                     "ground-truth mask pyramids (tumour 255, level 5 present).")
     parser.add_argument("annotation_path", metavar="ANNOTATION", type=str,

@@ -15,10 +15,9 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python wsi/bin/camelyon16xml2json.py`: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import argparse
 import logging
 
-from wsi.cli import check_outputs, run_command
+from wsi.cli import ArgumentParser, check_outputs, run_command
 from wsi.data.annotation import camelyon16xml2json
 from wsi.errors import InputError, WSIError
 
@@ -26,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(description="Convert Camelyon16 xml format to internal json")
+    parser = ArgumentParser(description="Convert Camelyon16 xml format to internal json")
     parser.add_argument("xml_path", metavar="XML", type=str,
                         help="Path to the input Camelyon16 xml annotation, or a folder of *.xml")
     parser.add_argument("json_path", metavar="JSON", type=str,

@@ -17,16 +17,15 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python wsi/bin/coords_report.py`: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import argparse
 
-from wsi.cli import check_outputs, positive, run_command
+from wsi.cli import ArgumentParser, check_outputs, positive, run_command
 from wsi.data.coords import read_coords
 from wsi.data.sampling import HARD_STRIDE, PATCH_SIZE, SamplingError, coords_report, load_slide_annotations
 from wsi.fileio import atomic_open
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description="Per-slide statistics of tumour and normal coordinate lists: centre labels, mean positive "
                     "fraction of the 3x3 grids, hard negatives.")
     parser.add_argument("json_path", metavar="JSON_PATH", type=str, help="folder of the annotation JSONs <pid>.json")

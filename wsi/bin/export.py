@@ -17,14 +17,13 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python wsi/bin/export.py`: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import argparse
 
-from wsi.cli import check_outputs, count, positive, probability, run_command
+from wsi.cli import ArgumentParser, check_outputs, count, positive, probability, run_command
 from wsi.errors import InputError
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(description="Export a probability map and detections for viewers.")
+    parser = ArgumentParser(description="Export a probability map and detections for viewers.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="{heatmap,geojson,xml}")
 
     heatmap = commands.add_parser("heatmap", help="heatmap image of a probability map over the slide thumbnail")

@@ -18,16 +18,15 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python wsi/bin/hard_negatives.py`: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import argparse
 
 from tqdm import tqdm
 
-from wsi.cli import check_outputs, count, positive, probability, run_command
+from wsi.cli import ArgumentParser, check_outputs, count, positive, probability, run_command
 from wsi.data.sampling import HARD_STRIDE, add_hard_negatives
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description="Add the false positives of probability maps of training slides (hard negatives) to a "
                     "normal coordinate list.")
     parser.add_argument("probs_map_path", metavar="PROBS_MAP_PATH", type=str,

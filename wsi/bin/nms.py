@@ -13,15 +13,14 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python wsi/bin/nms.py`: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import argparse
 
-from wsi.cli import check_outputs, count, non_negative, probability, run_command
+from wsi.cli import ArgumentParser, check_outputs, count, non_negative, probability, run_command
 from wsi.eval.detections import write_detections
 from wsi.eval.nms import load_probs_map, nms
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description="Get the tumour detections (prob, x, y at level 0) of a probability map by non-maximum "
                     "suppression.")
     parser.add_argument("probs_map_path", metavar="PROBS_MAP_PATH", type=str,

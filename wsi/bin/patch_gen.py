@@ -14,17 +14,16 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python wsi/bin/patch_gen.py`: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import argparse
 import logging
 
-from wsi.cli import check_outputs, count, positive, run_command
+from wsi.cli import ArgumentParser, check_outputs, count, positive, run_command
 from wsi.data.patches import generate_patches, summarize
 
 logger = logging.getLogger(__name__)
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(description="Generate grid-image PNGs from slides at the centres of a "
+    parser = ArgumentParser(description="Generate grid-image PNGs from slides at the centres of a "
                                                  "coordinate list.")
     parser.add_argument("wsi_path", metavar="WSI_DIR", type=str,
                         help="folder of the slides, named <pid>.tif")

@@ -15,14 +15,13 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python wsi/bin/plot_W.py`: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import argparse
 import logging
 import math
 
 import numpy as np
 from matplotlib.backend_bases import FigureCanvasBase
 
-from wsi.cli import check_outputs, run_command
+from wsi.cli import ArgumentParser, check_outputs, run_command
 from wsi.errors import InputError
 from wsi.fileio import atomic_path
 from wsi.model.checkpoint import CheckpointError, load_checkpoint
@@ -70,7 +69,7 @@ def plot_w(W, figure=None):
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(description="Plot the W of a CRF model's checkpoint (the original's 3×3 panels).")
+    parser = ArgumentParser(description="Plot the W of a CRF model's checkpoint (the original's 3×3 panels).")
     parser.add_argument("ckpt_path", metavar="CKPT_PATH", type=str, help="Path to the ckpt file of a CRF model")
     parser.add_argument(
         "--out",

@@ -17,17 +17,16 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python wsi/bin/probs_map.py`: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import argparse
 import logging
 import os
 
-from wsi.cli import count, positive, run_command
+from wsi.cli import ArgumentParser, count, positive, run_command
 
 logger = logging.getLogger(__name__)
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description="Get the probability map of a slide (or of a folder of slides) from its tissue mask.")
     parser.add_argument("wsi_path", metavar="WSI", type=str,
                         help="the slide; or a folder of slides, or a .txt file listing slide paths")

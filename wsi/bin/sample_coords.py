@@ -17,16 +17,15 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python wsi/bin/sample_coords.py`: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import argparse
 
 from tqdm import tqdm
 
-from wsi.cli import check_outputs, count, probability, run_command
+from wsi.cli import ArgumentParser, check_outputs, count, probability, run_command
 from wsi.data.sampling import sample_coords
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description="Sample tumour and normal grid centres (level-0 pid,x,y lists) from slides, their tissue "
                     "masks and annotation JSONs.")
     parser.add_argument("wsi_path", metavar="WSI_PATH", type=str, help="folder of the slides, <pid>.tif")

@@ -14,14 +14,13 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python wsi/bin/slide_auc.py`: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import argparse
 
-from wsi.cli import check_outputs, positive, run_command
+from wsi.cli import ArgumentParser, check_outputs, positive, run_command
 from wsi.eval.slide_auc import SCORES, read_slide_labels, score_slides, slide_auc, write_slide_scores
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description="Slide-level ROC AUC (tumour vs normal) from probability maps and a labels CSV.")
     parser.add_argument("probs_map_dir", metavar="PROBS_MAP_DIR", type=str,
                         help="folder of probability maps <slide>.npy ([x, y] arrays)")

@@ -14,14 +14,13 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python wsi/bin/synthetic_slide.py`: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import argparse
 import logging
 import math
 
 import numpy as np
 from tqdm import tqdm
 
-from wsi.cli import check_outputs, count, finite, positive, run_command
+from wsi.cli import ArgumentParser, check_outputs, count, finite, positive, run_command
 from wsi.data.pyramid import pyramid_dimensions
 from wsi.data.synthetic import make_synthetic_slide, plan_slide
 from wsi.errors import InputError
@@ -30,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(description="Write synthetic slides, their XML annotations and GT masks")
+    parser = ArgumentParser(description="Write synthetic slides, their XML annotations and GT masks")
     parser.add_argument("out_dir", metavar="OUT_DIR", type=str, help="Output folder (created if needed)")
     parser.add_argument("--num_tumor", default=1, type=count, help="number of tumour slides Tumor_NNN, default 1")
     parser.add_argument("--num_normal", default=1, type=count, help="number of normal slides Normal_NNN, default 1")

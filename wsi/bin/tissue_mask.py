@@ -12,10 +12,9 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python wsi/bin/tissue_mask.py`: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import argparse
 import logging
 
-from wsi.cli import check_outputs, count, run_command
+from wsi.cli import ArgumentParser, check_outputs, count, run_command
 from wsi.data.tissue import tissue_mask
 from wsi.fileio import npy_path, save_npy
 
@@ -23,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(description="Get tissue mask of WSI and save it in npy format")
+    parser = ArgumentParser(description="Get tissue mask of WSI and save it in npy format")
     parser.add_argument("wsi_path", metavar="WSI", type=str, help="Path to the WSI file")
     parser.add_argument("npy_path", metavar="NPY", type=str,
                         help="Path to the output npy mask file (.npy is appended when missing)")

@@ -18,7 +18,6 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python wsi/bin/train.py`: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import argparse
 import logging
 import math
 import os
@@ -29,7 +28,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from wsi.cli import check_outputs, count, probability, run_command
+from wsi.cli import ArgumentParser, check_outputs, count, probability, run_command
 from wsi.config import DATASETS, load_config, save_config
 from wsi.data.image_producer import dataset_from_config
 from wsi.data.skipping import SkippingLoader, collate_grids
@@ -40,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(description="Train the NCRF model (or the ResNet baseline) on grid images.")
+    parser = ArgumentParser(description="Train the NCRF model (or the ResNet baseline) on grid images.")
     parser.add_argument("cfg_path", metavar="CFG", type=str, help="training config JSON (configs/*.json)")
     parser.add_argument("save_path", metavar="SAVE_PATH", type=str,
                         help="output folder for cfg.json, train.ckpt, best.ckpt and tensorboard events")
