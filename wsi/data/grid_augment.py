@@ -73,6 +73,9 @@ def adjust_saturation(images, factor):
     return _blend(pil_grey(images).expand_as(images), images, factor)
 
 
+_HSV_SECTORS = torch.tensor([[0, 2, 1, 1, 3, 0], [3, 0, 0, 2, 1, 1], [1, 1, 3, 0, 0, 2]])  # [r, g, b] × sector
+
+
 def adjust_hue(images, hue_factor):
     """torchvision's PIL ``adjust_hue``: RGB → 8-bit HSV as Pillow's ``convert("HSV")``, H shifted by
     ``int(hue_factor·255)`` modulo 256 (NumPy's uint8 wrap), and back as Pillow's ``convert("RGB")``.
@@ -105,12 +108,12 @@ def adjust_hue(images, hue_factor):
     p = torch.floor(val * (1.0 - sat / 255.0) + 0.5).clamp(0, 255)  # C round(): half away from zero
     q = torch.floor(val * (1.0 - fs / 255.0) + 0.5).clamp(0, 255)
     t = torch.floor(val * (1.0 - (sat - fs) / 255.0) + 0.5).clamp(0, 255)
+    # Pillow's switch on the sector: (r, g, b) = (v,t,p) (q,v,p) (p,v,t) (p,q,v) (t,p,v) (v,p,q); a grey pixel
+    # (s = 0) gets p = q = t = v, as Pillow's own grey branch.
     sector = torch.remainder(sector, 6).to(torch.int64)
-    choices = torch.stack([torch.stack(c, 1) for c in ((val, t, p), (q, val, p), (p, val, t), (p, q, val),
-                                                          (t, p, val), (val, p, q))])  # [6, N, 3, H, W]
-    index = sector.unsqueeze(1).expand_as(choices[0]).unsqueeze(0)
-    out = torch.gather(choices, 0, index).squeeze(0)
-    out = torch.where((sat == 0).unsqueeze(1), val.unsqueeze(1).expand_as(out), out)
+    candidates = torch.stack([val, p, q, t])  # [4, N, H, W]
+    index = _HSV_SECTORS.to(sector.device)[:, sector]  # [3, N, H, W], entries index the candidates
+    out = torch.gather(candidates, 0, index).permute(1, 0, 2, 3)
     return out.to(f32)
 
 
