@@ -99,7 +99,8 @@ def sync(device):
 # 1. Per core -----------------------------------------------------------------------------------------------------
 def per_core(cfg, grids, batch, device):
     """Milliseconds per grid on one thread: read/decode, per-item augmentation, device path's CPU share, and the
-    device path's augmentation on ``device``. Each measurement uses its own items (no region is read twice)."""
+    device path's augmentation on ``device``. Each measurement uses its own items (no region is read twice), and
+    the measurements alternate item by item."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -109,34 +110,38 @@ def per_core(cfg, grids, batch, device):
         for dataset in (per_item, raw):  # warm-up outside the timing (first-call imports and allocations)
             dataset[len(dataset) - 1]
 
+        # Interleaved, so that the measurements share whatever load the machine has.
+        clock = time.perf_counter
+        spent = dict(read=0.0, augment=0.0, per_item=0.0, device_cpu=0.0)
+        items = []
+        for a, b, c in zip(*ranges):
+            start = clock()
+            image = per_item.read_image(a)
+            spent["read"] += clock() - start
+            start = clock()
+            make_grid(image, per_item.labels(a), cfg["patch_size"], cfg["crop_size"], draws=per_item.draws(a))
+            spent["augment"] += clock() - start
+            start = clock()
+            per_item[b]
+            spent["per_item"] += clock() - start
+            start = clock()
+            items.append(raw[c])
+            spent["device_cpu"] += clock() - start
+        read_ms, augment_ms, per_item_ms, device_cpu_ms = (1e3 * spent[k] / grids for k in spent)
+
+        # The device path's augmentation of one training step's grids on the device (one thread on the CPU).
+        images = torch.stack([image for (image, _), _ in items[:batch]]).to(device)
+        draws = torch.stack([d for (_, d), _ in items[:batch]])
+        augment_grids(images, draws, cfg["patch_size"], cfg["crop_size"])
+        sync(device)
         start = time.perf_counter()
-        images = [(per_item.read_image(i), per_item.labels(i), per_item.draws(i)) for i in ranges[0]]
-        read_ms = 1e3 * (time.perf_counter() - start) / grids
-        start = time.perf_counter()
-        for image, labels, draws in images:
-            make_grid(image, labels, cfg["patch_size"], cfg["crop_size"], draws=draws)
-        augment_ms = 1e3 * (time.perf_counter() - start) / grids
-        start = time.perf_counter()
-        for i in ranges[1]:
-            per_item[i]
-        per_item_ms = 1e3 * (time.perf_counter() - start) / grids
-        start = time.perf_counter()
-        items = [raw[i] for i in ranges[2]]
-        device_cpu_ms = 1e3 * (time.perf_counter() - start) / grids
+        repeats = 3
+        for _ in range(repeats):
+            augment_grids(images, draws, cfg["patch_size"], cfg["crop_size"])
+        sync(device)
+        device_augment_ms = 1e3 * (time.perf_counter() - start) / (repeats * len(images))
     finally:
         torch.set_num_threads(threads)
-
-    # The device path's augmentation of one training step's grids, on the device (all threads on the CPU).
-    images = torch.stack([image for (image, _), _ in items[:batch]]).to(device)
-    draws = torch.stack([d for (_, d), _ in items[:batch]])
-    augment_grids(images, draws, cfg["patch_size"], cfg["crop_size"])
-    sync(device)
-    start = time.perf_counter()
-    repeats = 3
-    for _ in range(repeats):
-        augment_grids(images, draws, cfg["patch_size"], cfg["crop_size"])
-    sync(device)
-    device_augment_ms = 1e3 * (time.perf_counter() - start) / (repeats * len(images))
     per_item.close()
     raw.close()
     return {"read_ms": read_ms, "cpu_augment_ms": augment_ms, "per_item_ms": per_item_ms,
