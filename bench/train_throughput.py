@@ -10,7 +10,7 @@ it, and the fixture would fit in it whole). Sizes: ``demo`` (image 192, patch 64
 1. **Per core** (one thread, the main process, ``dataset_from_config`` as ``train.py`` builds it): ms per grid to
    read and decode the region; ms per grid of the per-item path's augmentation (``--augment cpu``: PIL jitter,
    flip, rotation, crops, scaling); ms per grid of the device path's CPU share (``--augment device``: read,
-   decode, draws, labels, packing); grids/s per core of both paths and the cores each needs to feed
+   decode, draws, labels, packing); both whole-item figures include the worker's collation into a batch; grids/s per core of both paths and the cores each needs to feed
    ``--target`` grids/s. Also the device path's augmentation, ms per grid on the training device.
 2. **End to end** (``train.py``'s ``train_one_epoch``, ``--num_workers`` workers per loader): grids/s and the
    share of time waiting for data, for PNG folders (patch_gen) and for grids read on the fly with either
@@ -38,6 +38,7 @@ import time
 import numpy as np
 import openslide
 import torch
+from torch.utils.data import default_collate
 
 from wsi.bin.train import (BatchPreparer, build_datasets, build_loaders, default_num_workers, derive_seed,
                            train_one_epoch)
@@ -128,6 +129,17 @@ def per_core(cfg, grids, batch, device):
             items.append(raw[c])
             spent["device_cpu"] += clock() - start
         read_ms, augment_ms, per_item_ms, device_cpu_ms = (1e3 * spent[k] / grids for k in spent)
+        # Workers also collate their items into a batch (one copy: 4 bytes per value per item, 1 for raw).
+        per_item_batch = [per_item[i] for i in ranges[1][:batch]]
+        collate = {"per_item": 0.0, "raw": 0.0}
+        for _ in range(3):
+            for kind, batch_items in (("per_item", per_item_batch), ("raw", items[:batch])):
+                start = clock()
+                default_collate(batch_items)
+                collate[kind] += clock() - start
+        collate_ms = {k: 1e3 * v / (3 * len(per_item_batch)) for k, v in collate.items()}
+        per_item_ms += collate_ms["per_item"]
+        device_cpu_ms += collate_ms["raw"]
 
         # The device path's augmentation of one training step's grids on the device (one thread on the CPU).
         images = torch.stack([image for (image, _), _ in items[:batch]]).to(device)
@@ -145,7 +157,8 @@ def per_core(cfg, grids, batch, device):
     per_item.close()
     raw.close()
     return {"read_ms": read_ms, "cpu_augment_ms": augment_ms, "per_item_ms": per_item_ms,
-            "device_cpu_ms": device_cpu_ms, "device_augment_ms": device_augment_ms}
+            "device_cpu_ms": device_cpu_ms, "device_augment_ms": device_augment_ms,
+            "collate_per_item_ms": collate_ms["per_item"], "collate_raw_ms": collate_ms["raw"]}
 
 
 # 2. End to end ---------------------------------------------------------------------------------------------------
@@ -272,8 +285,10 @@ def main(argv=None):
         report["per_core"] = core
         per_item_rate, device_rate = 1e3 / core["per_item_ms"], 1e3 / core["device_cpu_ms"]
         print(f"per core, {args.grids} grids each: read/decode {core['read_ms']:.1f} ms/grid; per-item path "
-              f"augmentation {core['cpu_augment_ms']:.1f} ms/grid (whole item {core['per_item_ms']:.1f} ms); device "
-              f"path CPU share {core['device_cpu_ms']:.1f} ms/grid")
+              f"augmentation {core['cpu_augment_ms']:.1f} ms/grid (whole item and collation "
+              f"{core['per_item_ms']:.1f} ms); device path CPU share {core['device_cpu_ms']:.1f} ms/grid (read, "
+              f"decode, draws, labels, collation); collation {core['collate_per_item_ms']:.2f} vs "
+              f"{core['collate_raw_ms']:.2f} ms/grid")
         print(f"per core: per-item path {per_item_rate:.1f} grids/s, device path {device_rate:.1f} grids/s "
               f"({core['per_item_ms'] / core['device_cpu_ms']:.2f}x fewer CPU ms per grid)")
         print(f"cores to feed {args.target:.0f} grids/s: per-item path {args.target / per_item_rate:.1f}, device path "
