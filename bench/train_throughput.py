@@ -10,8 +10,9 @@ it, and the fixture would fit in it whole). Sizes: ``demo`` (image 192, patch 64
 1. **Per core** (one thread, the main process, ``dataset_from_config`` as ``train.py`` builds it): ms per grid to
    read and decode the region; ms per grid of the per-item path's augmentation (``--augment cpu``: PIL jitter,
    flip, rotation, crops, scaling); ms per grid of the device path's CPU share (``--augment device``: read,
-   decode, draws, labels, packing); both whole-item figures include the worker's collation into a batch; grids/s per core of both paths and the cores each needs to feed
-   ``--target`` grids/s. Also the device path's augmentation, ms per grid on the training device.
+   decode, draws, labels, packing); both whole-item figures include the worker's collation into a batch;
+   grids/s per core of both paths and the cores each needs to feed ``--target`` grids/s. Also the device path's
+   augmentation, ms per grid on the training device (one thread on the CPU).
 2. **End to end** (``train.py``'s ``train_one_epoch``, ``--num_workers`` workers per loader): grids/s and the
    share of time waiting for data, for PNG folders (patch_gen) and for grids read on the fly with either
    augmentation path. Runs on CUDA, and on the CPU at the demo size (at the paper's size the CPU is too slow

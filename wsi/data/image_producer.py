@@ -375,4 +375,5 @@ class GridSlideDataset(_GridDataset):
 
 
 __all__ = ["DatasetError", "GridDraws", "GridImageDataset", "GridSlideDataset", "JITTER", "LABEL_MODES",
-           "color_jitter", "crop_offsets", "dataset_from_config", "draw_augmentation", "grid_labels", "make_grid", "orient"]
+           "color_jitter", "crop_offsets", "dataset_from_config", "draw_augmentation", "grid_labels", "make_grid",
+           "orient"]
