@@ -224,3 +224,84 @@ def test_dataset_errors_are_one_line(grid_data, tmp_path):
     (patches / "0.png").write_bytes((root / "patches" / "0.png").read_bytes())
     with pytest.raises(DatasetError, match=r"3 of 4 PNGs missing \(first 1.png\)"):
         GridImageDataset(patches, root / "jsons", 192, 64, 56)
+
+
+# The device path: raw items augmented in batches by wsi.data.grid_augment ----------------------------------------
+@pytest.fixture(scope="module")
+def he_grids(tmp_path_factory):
+    """48 grid centres on the real H&E fixture (a slide folder, its annotation and a coordinate list)."""
+    import shutil
+
+    from tests.conftest import data_path
+
+    root = tmp_path_factory.mktemp("he")
+    (root / "slides").mkdir()
+    shutil.copy(data_path("cmu_small_region.svs"), root / "slides" / "cmu.svs")
+    Annotation([Polygon("t", [[600, 800], [1600, 800], [1600, 2200], [600, 2200]])], []).to_json(
+        root / "jsons" / "cmu.json")
+    rng = np.random.default_rng(2)
+    write_coords(root / "coords.txt", [("cmu", int(x), int(y)) for x, y in
+                                       zip(rng.integers(100, 2120, 48), rng.integers(100, 2867, 48))])
+    return root
+
+
+def test_device_path_equals_the_per_item_path(he_grids):
+    from wsi.data.grid_augment import DRAW_FIELDS, augment_grids
+
+    root = he_grids
+    args = (root / "slides", root / "coords.txt", root / "jsons", 192, 64, 56)
+    per_item = GridSlideDataset(*args, normalize=False, seed=11)
+    raw = GridSlideDataset(*args, normalize=False, seed=11, raw=True)
+    for epoch in (0, 1):
+        per_item.set_epoch(epoch)
+        raw.set_epoch(epoch)
+        (image, draws), labels = raw[0]
+        assert image.dtype == torch.uint8 and image.shape == (192, 192, 3) and draws.shape == (DRAW_FIELDS,)
+        loader = torch.utils.data.DataLoader(raw, batch_size=16, num_workers=0)
+        grids, batch_labels = [], []
+        for (images, draws), labels in loader:
+            grids.append(augment_grids(images, draws, 64, 56, normalize=False))
+            batch_labels.append(labels)
+        grids, batch_labels = torch.cat(grids), torch.cat(batch_labels)
+        expected = [per_item[i] for i in range(len(per_item))]
+        # Same draws: labels identical; images within one grey level (they come out identical on the CPU).
+        assert torch.equal(batch_labels, torch.stack([lab for _, lab in expected]))
+        difference = (grids - torch.stack([g for g, _ in expected])).abs()
+        assert difference.max() <= 1 and difference.mean() < 0.01
+        assert batch_labels.sum() > 0 and (batch_labels == 0).sum() > 0
+    # Normalised and with all draws: the crops the network sees, (x - 128) / 128.
+    scaled = augment_grids(images, draws, 64, 56)
+    assert torch.allclose(scaled, (grids[-len(images):] - 128) / 128, atol=1 / 128 + 1e-6)
+    # Flips and rotations keep each crop with its label in the device path too.
+    assert {bool(d[8]) for d in draws} == {False, True} and len({int(d[9]) for d in draws}) == 4
+    per_item.close()
+    raw.close()
+
+
+def test_device_path_without_augmentation(grid_data):
+    from wsi.data.grid_augment import augment_grids
+
+    root, _, rows = grid_data
+    plain = GridImageDataset(root / "patches", root / "jsons", 192, 64, 56, augment=False)
+    raw = GridImageDataset(root / "patches", root / "jsons", 192, 64, 56, augment=False, raw=True)
+    (images, draws), labels = next(iter(torch.utils.data.DataLoader(raw, batch_size=len(rows))))
+    grids = augment_grids(images, draws, 64, 56)
+    assert torch.equal(grids, torch.stack([plain[i][0] for i in range(len(rows))]))
+    assert torch.equal(labels, torch.stack([plain[i][1] for i in range(len(rows))]))
+
+
+def test_pillow_colour_steps_on_a_colour_cube():
+    """Each colour step alone equals torchvision's PIL function on every kind of pixel (greys, pure hues)."""
+    import torchvision.transforms.functional as TF
+
+    from wsi.data.grid_augment import ADJUSTMENTS
+
+    cube = np.stack(np.meshgrid(*[np.arange(0, 256, 15, dtype=np.uint8)] * 3, indexing="ij"), -1).reshape(72, 81, 3)
+    image = Image.fromarray(cube)
+    tensor = torch.from_numpy(cube).permute(2, 0, 1)[None].float()
+    pil = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
+    for kind, factors in enumerate(([0.75, 1.25], [0.25, 1.0, 1.75], [0.75, 1.25], [-0.04, -0.003, 0.04])):
+        for factor in factors:
+            expected = np.asarray(pil[kind](image, factor))
+            got = ADJUSTMENTS[kind](tensor, torch.tensor([factor]))[0].permute(1, 2, 0).numpy()
+            assert np.array_equal(got, expected), (kind, factor)

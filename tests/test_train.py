@@ -195,3 +195,43 @@ def test_bad_config_is_one_line_before_any_output(data, tmp_path, capsys, case):
     err = capsys.readouterr().err.strip()
     assert err.startswith("train: error: ") and expected in err and "\n" not in err
     assert not save.exists()
+
+
+def test_device_augmentation_trains_resumes_and_matches_the_cpu_path(data, tmp_path, caplog):
+    cfg_path, _ = write_config(data, tmp_path / "cfg.json", on_the_fly=True)
+    cpu, straight, resumed = tmp_path / "cpu", tmp_path / "straight", tmp_path / "resumed"
+    assert main([str(cfg_path), str(cpu), "--epochs", "2", "--num_workers", "0", "--augment", "cpu"]) == 0
+    caplog.clear()
+    assert main([str(cfg_path), str(straight), "--epochs", "2", "--num_workers", "0", "--augment", "device"]) == 0
+    assert any("Augmentation on the device" in r.getMessage() for r in caplog.records)
+    assert main([str(cfg_path), str(resumed), "--num_workers", "1", "--augment", "device"]) == 0
+    caplog.clear()
+    assert main([str(cfg_path), str(resumed), "--resume", "--epochs", "2", "--num_workers", "0",
+                 "--augment", "device"]) == 0
+    assert steps_logged(caplog) == [(2, 3), (2, 4)]
+    # Same draws, labels and (on the CPU) the same pixels: the three runs trace the same curves.
+    runs = [read_scalars(folder) for folder in (cpu, straight, resumed)]
+    for tag in runs[0]:
+        for other in runs[1:]:
+            assert [s for s, _ in other[tag]] == [s for s, _ in runs[0][tag]]
+            assert [v for _, v in other[tag]] == pytest.approx([v for _, v in runs[0][tag]], rel=1e-4, abs=1e-5)
+
+
+def test_amp_and_channels_last_run(data, tmp_path):
+    cfg_path, _ = write_config(data, tmp_path / "cfg.json", on_the_fly=True)
+    save = tmp_path / "fast"
+    assert main([str(cfg_path), str(save), "--num_workers", "0", "--augment", "device", "--amp",
+                 "--channels_last"]) == 0
+    ckpt = torch.load(save / "train.ckpt", map_location="cpu", weights_only=True)
+    assert (ckpt["epoch"], ckpt["step"]) == (1, 2)
+    assert all(v.dtype != torch.bfloat16 for v in ckpt["state_dict"].values())  # autocast keeps float32 weights
+    assert torch.isfinite(torch.tensor(ckpt["best_valid_loss"]))
+
+
+def test_default_workers_share_the_cpus():
+    from wsi.bin.train import augment_on_device, default_num_workers
+
+    assert default_num_workers(1, cpus=16) == 7  # two training loaders of 7, one core for the loop
+    assert default_num_workers(4, cpus=16) == 1 and default_num_workers(1, cpus=2) == 1
+    assert augment_on_device("auto", torch.device("cuda", 0)) and not augment_on_device("auto", torch.device("cpu"))
+    assert augment_on_device("device", torch.device("cpu")) and not augment_on_device("cpu", torch.device("cuda"))

@@ -30,7 +30,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message):
         name = " ".join(part.removesuffix(".py") for part in self.prog.split())
-        self.exit(2, f"{name}: error: {message} (see --help)\n")
+        self.exit(2, f"{name}: error: {message}\n")
 
 
 def setup_logging(level=logging.INFO):

@@ -11,6 +11,12 @@ epoch it validates (tumour and normal grids, not shuffled) and writes, in SAVE_P
 ``best.ckpt`` (the lowest validation loss) and tensorboard events (``train/loss``, ``train/acc`` every
 ``log_every`` steps; ``valid/loss``, ``valid/acc`` per epoch). ``--resume`` continues from ``train.ckpt``.
 Launched by ``torchrun`` with several processes it trains with DistributedDataParallel.
+
+Speed options (defaults keep the original's per-item float32 arithmetic on the CPU): ``--augment device`` (the
+default on CUDA) has the DataLoader workers only read and decode the regions and draw the augmentation, and runs
+the jitter, flips, rotations, crops and scaling batched on the training device
+(:mod:`wsi.data.grid_augment`); ``--amp`` trains under bfloat16 autocast (the CRF stays float32);
+``--channels_last`` keeps the network's activations channels-last.
 """
 import sys
 from pathlib import Path
@@ -43,8 +49,10 @@ def get_args_parser():
     parser.add_argument("cfg_path", metavar="CFG", type=str, help="training config JSON (configs/*.json)")
     parser.add_argument("save_path", metavar="SAVE_PATH", type=str,
                         help="output folder for cfg.json, train.ckpt, best.ckpt and tensorboard events")
-    parser.add_argument("--num_workers", default=2, type=count,
-                        help="data-loading worker processes per dataset and per GPU, default 2")
+    parser.add_argument("--num_workers", default=None, type=count,
+                        help="data-loading worker processes per dataset and per GPU; default: from the CPU count "
+                             "and the number of processes, (CPUs / processes − 1) / 2 per training loader, at "
+                             "least 1")
     parser.add_argument("--device_ids", default="0", type=str,
                         help="comma-separated CUDA device ids for one process, default '0'; several ids train "
                              "with DataParallel and multiply the batch size (under torchrun each process uses "
@@ -62,7 +70,19 @@ def get_args_parser():
                              "of an epoch's grids fail, default 0.01")
     parser.add_argument("--epochs", default=None, type=count,
                         help="train this many epochs in all instead of the config's 'epoch'")
+    parser.add_argument("--augment", default="auto", choices=AUGMENT_MODES,
+                        help="where the colour jitter, flips, rotations, crops and scaling run: 'cpu' per item "
+                             "in the DataLoader workers with PIL (the original's path), 'device' batched on the "
+                             "training device (the workers only read and decode); default 'auto' = device on "
+                             "CUDA, cpu otherwise. Same draws and labels; images equal to within rounding")
+    parser.add_argument("--amp", action="store_true",
+                        help="bfloat16 autocast for the network (the CRF stays float32); off by default, for CUDA")
+    parser.add_argument("--channels_last", action="store_true",
+                        help="channels-last memory for the network and its input; off by default, for CUDA")
     return parser
+
+
+AUGMENT_MODES = ("auto", "cpu", "device")
 
 
 # Set-up ----------------------------------------------------------------------------------------------------------
@@ -93,16 +113,48 @@ def select_device(args, world_size, local_rank):
     return torch.device("cuda", ids[0]), ids
 
 
+def augment_on_device(mode, device):
+    """Whether ``--augment mode`` runs the augmentation on the device: 'auto' does on CUDA."""
+    return mode == "device" or (mode == "auto" and device.type == "cuda")
+
+
+def available_cpus():
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def default_num_workers(world_size, cpus=None):
+    """Workers per loader of one process: its share of the CPUs, less one for the training loop, split between
+    the two loaders that run together (tumour and normal); at least 1."""
+    cpus = available_cpus() if cpus is None else cpus
+    return max(1, (cpus // max(1, world_size) - 1) // 2)
+
+
 def derive_seed(*keys):
     """A 63-bit seed from a tuple of non-negative integers (independent streams per dataset, step and rank)."""
     return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(2, np.uint64)[0] >> np.uint64(1))
 
 
+def build_datasets(cfg, seed, *, raw=False, source="config"):
+    """The four datasets of ``cfg`` (dataset k seeded with ``derive_seed(seed, k)``); ``raw``: items for the
+    device augmentation."""
+    datasets = {name: dataset_from_config(cfg, name, seed=derive_seed(seed, k), raw=raw)
+                for k, name in enumerate(DATASETS)}
+    for name, dataset in datasets.items():
+        if len(dataset) == 0:
+            raise InputError(f"{source}: the {name} list is empty")
+    return datasets
+
+
 def build_loaders(cfg, datasets, num_gpu, num_workers, world_size, rank, pin_memory, source="config",
                   max_failed_share=0.01):
     """The four DataLoaders, in file order (no shuffling), batch ``batch_size × num_gpu`` for training and twice
-    that for validation, as the original; under torchrun each rank reads every world_size-th grid. Each skips
-    the grids it cannot read (:class:`~wsi.data.skipping.SkippingLoader`) up to ``max_failed_share`` an epoch."""
+    that for validation, as the original; under torchrun each rank reads every world_size-th grid.
+    ``num_workers`` is per loader. Each skips the grids it cannot read (:class:`~wsi.data.skipping.SkippingLoader`)
+    up to ``max_failed_share`` an epoch."""
     loaders = {}
     for name, dataset in datasets.items():
         batch = cfg["batch_size"] * num_gpu * (1 if name.endswith("train") else 2)
@@ -110,7 +162,7 @@ def build_loaders(cfg, datasets, num_gpu, num_workers, world_size, rank, pin_mem
         if world_size > 1:
             sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=False)
         loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=False, sampler=sampler,
-                                             num_workers=num_workers * num_gpu, pin_memory=pin_memory,
+                                             num_workers=num_workers, pin_memory=pin_memory,
                                              drop_last=False, collate_fn=collate_grids)
         loaders[name] = SkippingLoader(loader, name, max_failed_share)
     for split in ("train", "valid"):
@@ -120,6 +172,39 @@ def build_loaders(cfg, datasets, num_gpu, num_workers, world_size, rank, pin_mem
                              f"than tumor_{split}'s {len(tumor.dataset)}: each step needs a normal batch per "
                              f"tumour batch")
     return loaders
+
+
+class BatchPreparer:
+    """Turns the loaders' batches into the network's input ``[N, G, 3, C, C]`` float32 on the device.
+
+    Per-item batches (``grids [B, G, 3, C, C]``) are only copied; raw batches (``(images [B, S, S, 3] uint8,
+    draws [B, DRAW_FIELDS])``, ``--augment device``) are copied and augmented there by
+    :func:`wsi.data.grid_augment.augment_grids`. Each part is copied before anything concatenates or indexes
+    it, so that pinned batches copy asynchronously (``non_blocking``); ``order`` (a CPU permutation of the
+    concatenated batch) is applied on the device.
+    """
+
+    def __init__(self, device, patch_size=None, crop_size=None, channels_last=False):
+        self.device, self.patch_size, self.crop_size = device, patch_size, crop_size
+        self.channels_last = channels_last
+
+    def to_device(self, tensors, order=None):
+        """Concatenate ``tensors`` on the device, permuted by ``order``."""
+        out = torch.cat([t.to(self.device, non_blocking=True) for t in tensors])
+        return out if order is None else out[order.to(self.device, non_blocking=True)]
+
+    def __call__(self, parts, order=None):
+        if isinstance(parts[0], torch.Tensor):
+            grids = self.to_device(parts, order)
+            if self.channels_last:
+                grids = grids.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+            return grids
+        from wsi.data.grid_augment import augment_grids
+
+        images = self.to_device([images for images, _ in parts], order)
+        draws = torch.cat([draws for _, draws in parts])
+        draws = draws if order is None else draws[order]
+        return augment_grids(images, draws, self.patch_size, self.crop_size, channels_last=self.channels_last)
 
 
 def _reduce_mean(values, world_size):
@@ -133,15 +218,98 @@ def _reduce_mean(values, world_size):
     return (tensor / world_size).tolist()
 
 
+# Resuming and checkpoints ----------------------------------------------------------------------------------------
+def load_resume(save_path, seed):
+    """``(checkpoint, seed)``: SAVE_PATH/train.ckpt and the seed the run started with (it wins over ``--seed``)."""
+    ckpt = load_checkpoint(save_path / "train.ckpt", map_location="cpu")
+    if ckpt.get("seed") is not None and ckpt["seed"] != seed:
+        logger.warning("--seed %d differs from train.ckpt's %d: using %d so the run continues as it started",
+                       seed, ckpt["seed"], ckpt["seed"])
+        seed = int(ckpt["seed"])
+    return ckpt, seed
+
+
+class TrainState:
+    """Where the run stands: completed epochs, global step, best validation loss and whether the last
+    training epoch still awaits its validation."""
+
+    def __init__(self, epoch=0, step=0, best_valid_loss=math.inf, valid_pending=False):
+        self.epoch, self.step, self.best_valid_loss, self.valid_pending = epoch, step, best_valid_loss, valid_pending
+
+    @classmethod
+    def from_checkpoint(cls, ckpt, optimizer, steps_per_epoch, path):
+        """The state saved in ``ckpt``; loads the optimizer state into ``optimizer`` (warns when absent)."""
+        if ckpt.get("optimizer"):
+            optimizer.load_state_dict(ckpt["optimizer"])
+        else:
+            logger.warning("%s has no optimizer state: SGD momentum restarts from zero", path)
+        state = cls(int(ckpt["epoch"]), int(ckpt["step"]), valid_pending=bool(ckpt.get("valid_pending", False)))
+        if ckpt.get("best_valid_loss") is not None:
+            state.best_valid_loss = float(ckpt["best_valid_loss"])
+        expected = state.epoch * steps_per_epoch
+        if state.step != expected:
+            logger.warning("train.ckpt is at step %d after %d epochs, but %d epochs of this data make %d steps",
+                           state.step, state.epoch, state.epoch, expected)
+        logger.info("Resuming from %s: epoch %d, step %d", path, state.epoch, state.step)
+        return state
+
+
+class Checkpoints:
+    """Writes ``train.ckpt`` (with the optimizer) and ``best.ckpt`` (without) in SAVE_PATH; only rank 0 writes."""
+
+    def __init__(self, save_path, model, optimizer, state, *, cfg, seed, rank=0):
+        self.save_path, self.model, self.optimizer, self.state = save_path, model, optimizer, state
+        self.cfg, self.seed, self.rank = cfg, seed, rank
+
+    def save(self, name, epoch, pending, with_optimizer=True):
+        """Write ``name`` after ``epoch`` completed epochs; ``pending``: its validation has not run yet."""
+        if self.rank == 0:
+            save_checkpoint(self.save_path / name, self.model, epoch=epoch, step=self.state.step,
+                            optimizer=self.optimizer if with_optimizer else None,
+                            best_valid_loss=self.state.best_valid_loss, cfg=self.cfg, seed=self.seed,
+                            valid_pending=pending)
+
+
+def build_training(cfg, device, device_ids, world_size, *, ckpt=None, ckpt_path=None, steps_per_epoch=0,
+                   channels_last=False, source="config"):
+    """``(model, optimizer, state)``: the network seeded by the caller's ``torch.manual_seed`` (or loaded from
+    ``ckpt``) on ``device``, SGD, and the :class:`TrainState` (restored from ``ckpt``); the model is wrapped in
+    DistributedDataParallel under torchrun and in DataParallel for several ``device_ids``."""
+    model = build_model(cfg, num_nodes=grid_size(cfg), source=source)
+    if ckpt is not None:
+        load_model_state(model, ckpt["state_dict"], source=str(ckpt_path))
+    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"])
+    state = TrainState() if ckpt is None else TrainState.from_checkpoint(ckpt, optimizer, steps_per_epoch, ckpt_path)
+    if world_size > 1:
+        model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids or None)
+    elif len(device_ids) > 1:
+        model = nn.DataParallel(model, device_ids=device_ids)
+    return model, optimizer, state
+
+
+def open_writer(save_path, cfg, step=None):
+    """Create SAVE_PATH, write ``cfg.json`` and open the tensorboard writer; ``step`` (on resume): drop events a
+    crashed run wrote after that step, so that curves do not double back."""
+    from tensorboardX import SummaryWriter
+
+    save_path.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, save_path / "cfg.json")
+    return SummaryWriter(str(save_path), purge_step=None if step is None else step + 1)
+
+
 # One epoch -------------------------------------------------------------------------------------------------------
 def train_one_epoch(model, criterion, optimizer, tumor_loader, normal_loader, device, epoch, step, *, log_every,
-                    seed=0, rank=0, world_size=1, writer=None):
+                    seed=0, rank=0, world_size=1, writer=None, prepare=None, amp=False):
     """Train one epoch; returns ``(step, stats)``: the global step after it and timing statistics.
 
     Each step concatenates a tumour batch and a normal batch ``[B, G, 3, C, C]`` and applies one random
-    permutation (drawn from ``(seed, step, rank)``) to the 2B grids and their labels. Logs every step;
-    writes ``train/loss`` and ``train/acc`` when the global step is a multiple of ``log_every``.
+    permutation (drawn from ``(seed, step, rank)``) to the 2B grids and their labels. ``prepare`` (a
+    :class:`BatchPreparer`; default: copies per-item batches) builds the input on the device; ``amp``: bfloat16
+    autocast. Logs every step; writes ``train/loss`` and ``train/acc`` when the global step is a multiple of
+    ``log_every``. ``stats``: ``data_time`` (s waiting for the loaders), ``compute_time``, ``grids``.
     """
+    prepare = prepare or BatchPreparer(device)
     model.train()
     normal_iter = iter(normal_loader)
     data_time = compute_time = 0.0
@@ -151,20 +319,19 @@ def train_one_epoch(model, criterion, optimizer, tumor_loader, normal_loader, de
         normal_data, normal_target = next(normal_iter)
         loaded = time.time()
         data_time += loaded - time_now
-        data = torch.cat([tumor_data, normal_data])
-        target = torch.cat([tumor_target, normal_target])
         generator = torch.Generator().manual_seed(derive_seed(seed, step, rank))
-        order = torch.randperm(len(data), generator=generator)
-        data = data[order].to(device, non_blocking=True)
-        target = target[order].to(device, non_blocking=True)
+        order = torch.randperm(len(tumor_target) + len(normal_target), generator=generator)
+        data = prepare([tumor_data, normal_data], order)
+        target = prepare.to_device([tumor_target, normal_target], order)
 
-        output = model(data)
-        loss = criterion(output, target)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            output = model(data)
+        loss = criterion(output.float(), target)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
 
-        predicts = (torch.sigmoid(output) >= 0.5).float()
+        predicts = (torch.sigmoid(output.float()) >= 0.5).float()
         acc = (predicts == target).float().mean()
         loss_value, acc_value = _reduce_mean([loss.item(), acc.item()], world_size)
         step += 1
@@ -180,9 +347,10 @@ def train_one_epoch(model, criterion, optimizer, tumor_loader, normal_loader, de
     return step, {"data_time": data_time, "compute_time": compute_time, "grids": grids}
 
 
-def evaluate(model, criterion, tumor_loader, normal_loader, device, world_size=1):
+def evaluate(model, criterion, tumor_loader, normal_loader, device, world_size=1, prepare=None, amp=False):
     """Validation ``(loss, acc)``: the means over steps of the loss and accuracy of [tumour; normal] batches
     (not shuffled), averaged over processes under torchrun."""
+    prepare = prepare or BatchPreparer(device)
     model.eval()
     loss_sum = acc_sum = 0.0
     steps = 0
@@ -190,9 +358,10 @@ def evaluate(model, criterion, tumor_loader, normal_loader, device, world_size=1
     with torch.inference_mode():
         for tumor_data, tumor_target in tumor_loader:
             normal_data, normal_target = next(normal_iter)
-            data = torch.cat([tumor_data, normal_data]).to(device, non_blocking=True)
-            target = torch.cat([tumor_target, normal_target]).to(device, non_blocking=True)
-            output = model(data)
+            data = prepare([tumor_data, normal_data])
+            target = prepare.to_device([tumor_target, normal_target])
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                output = model(data).float()
             loss_sum += criterion(output, target).item()
             acc_sum += ((torch.sigmoid(output) >= 0.5).float() == target).float().mean().item()
             steps += 1
@@ -200,15 +369,42 @@ def evaluate(model, criterion, tumor_loader, normal_loader, device, world_size=1
     return loss, acc
 
 
+def log_skipped(loaders, split, epoch, step, writer=None):
+    """Log and record the grids of ``split`` that could not be read this epoch; nothing when none failed (a clean
+    run's events are the original's)."""
+    skipped = loaders[f"tumor_{split}"].skipped + loaders[f"normal_{split}"].skipped
+    if skipped:
+        logger.warning("Epoch : %d, %d %s grids could not be read and were skipped", epoch + 1, skipped, split)
+        if writer is not None:
+            writer.add_scalar(f"{split}/skipped", skipped, step)
+
+
+def validate(model, criterion, loaders, datasets, device, epoch, state, checkpoints, *, world_size=1,
+             writer=None, prepare=None, amp=False):
+    """Validate after epoch ``epoch`` (0-based): log and record the loss and accuracy, keep ``best.ckpt`` at the
+    lowest validation loss (the original's rule; its README says accuracy) and write ``train.ckpt``."""
+    for name in ("tumor_valid", "normal_valid"):
+        datasets[name].set_epoch(epoch)
+    time_now = time.time()
+    loss, acc = evaluate(model, criterion, loaders["tumor_valid"], loaders["normal_valid"], device, world_size,
+                         prepare=prepare, amp=amp)
+    logger.info("Epoch : %d, Step : %d, Validation Loss : %.5f, Validation Acc : %.3f, Run Time : %.2f",
+                epoch + 1, state.step, loss, acc, time.time() - time_now)
+    if writer is not None:
+        writer.add_scalar("valid/loss", loss, state.step)
+        writer.add_scalar("valid/acc", acc, state.step)
+    log_skipped(loaders, "valid", epoch, state.step, writer)
+    if loss < state.best_valid_loss:
+        state.best_valid_loss = loss
+        checkpoints.save("best.ckpt", epoch + 1, False, with_optimizer=False)
+    checkpoints.save("train.ckpt", epoch + 1, False)
+
+
 # The run ---------------------------------------------------------------------------------------------------------
 def run(args):
     rank, world_size, local_rank = init_distributed_mode()
     if rank != 0:
         logging.getLogger().setLevel(logging.WARNING)  # one process logs (torchvision overrides print instead)
-    for name, value, minimum in (("num_workers", args.num_workers, 0), ("epochs", args.epochs, 0),
-                                 ("seed", args.seed, 0)):
-        if value is not None and value < minimum:
-            raise InputError(f"--{name} must be at least {minimum}, got {value}")
 
     # Everything the run needs is checked before anything is written.
     cfg = load_config(args.cfg_path, check_paths=True)
@@ -218,106 +414,45 @@ def run(args):
     if save_path.exists() and not save_path.is_dir():
         raise InputError(f"{save_path}: is a file, expected the output folder")
     check_outputs(folders=[save_path])
-    ckpt = None
-    if args.resume:
-        ckpt = load_checkpoint(save_path / "train.ckpt", map_location="cpu")
-    seed = args.seed
-    if ckpt is not None and ckpt.get("seed") is not None and ckpt["seed"] != seed:
-        logger.warning("--seed %d differs from train.ckpt's %d: using %d so the run continues as it started",
-                       seed, ckpt["seed"], ckpt["seed"])
-        seed = int(ckpt["seed"])
+    ckpt, seed = load_resume(save_path, args.seed) if args.resume else (None, args.seed)
     device, device_ids = select_device(args, world_size, local_rank)
     num_gpu = max(1, len(device_ids)) if world_size == 1 else 1
-    datasets = {name: dataset_from_config(cfg, name, seed=derive_seed(seed, k)) for k, name in enumerate(DATASETS)}
-    for name, dataset in datasets.items():
-        if len(dataset) == 0:
-            raise InputError(f"{args.cfg_path}: the {name} list is empty")
-    loaders = build_loaders(cfg, datasets, num_gpu, args.num_workers, world_size, rank,
+    raw = augment_on_device(args.augment, device)
+    datasets = build_datasets(cfg, seed, raw=raw, source=args.cfg_path)
+    num_workers = default_num_workers(world_size) if args.num_workers is None else args.num_workers * num_gpu
+    loaders = build_loaders(cfg, datasets, num_gpu, num_workers, world_size, rank,
                             pin_memory=device.type == "cuda", source=args.cfg_path,
                             max_failed_share=args.max_failed_share)
+    prepare = BatchPreparer(device, cfg["patch_size"], cfg["crop_size"], channels_last=args.channels_last)
+    logger.info("Augmentation on the %s, %d workers per loader%s%s", "device" if raw else "CPU workers",
+                num_workers, ", bfloat16 autocast" if args.amp else "", ", channels_last" if args.channels_last else "")
 
     torch.manual_seed(seed)  # the same initial weights in every process and every run with this seed
-    model = build_model(cfg, num_nodes=grid_size(cfg), source=str(args.cfg_path))
-    if ckpt is not None:
-        load_model_state(model, ckpt["state_dict"], source=str(save_path / "train.ckpt"))
-    model = model.to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"])
-    start_epoch, step, best_valid_loss, valid_pending = 0, 0, math.inf, False
-    if ckpt is not None:
-        if ckpt.get("optimizer"):
-            optimizer.load_state_dict(ckpt["optimizer"])
-        else:
-            logger.warning("%s has no optimizer state: SGD momentum restarts from zero", save_path / "train.ckpt")
-        start_epoch, step = int(ckpt["epoch"]), int(ckpt["step"])
-        if ckpt.get("best_valid_loss") is not None:
-            best_valid_loss = float(ckpt["best_valid_loss"])
-        valid_pending = bool(ckpt.get("valid_pending", False))
-        expected = start_epoch * len(loaders["tumor_train"])
-        if step != expected:
-            logger.warning("train.ckpt is at step %d after %d epochs, but %d epochs of this data make %d steps",
-                           step, start_epoch, start_epoch, expected)
-        logger.info("Resuming from %s: epoch %d, step %d", save_path / "train.ckpt", start_epoch, step)
-
-    if world_size > 1:
-        model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids or None)
-    elif len(device_ids) > 1:
-        model = nn.DataParallel(model, device_ids=device_ids)
+    model, optimizer, state = build_training(cfg, device, device_ids, world_size, ckpt=ckpt,
+                                             ckpt_path=save_path / "train.ckpt",
+                                             steps_per_epoch=len(loaders["tumor_train"]),
+                                             channels_last=args.channels_last, source=str(args.cfg_path))
     criterion = nn.BCEWithLogitsLoss()
+    writer = open_writer(save_path, cfg, state.step if ckpt is not None else None) if rank == 0 else None
+    checkpoints = Checkpoints(save_path, model, optimizer, state, cfg=cfg, seed=seed, rank=rank)
+    step_options = dict(world_size=world_size, writer=writer, prepare=prepare, amp=args.amp)
 
-    writer = None
-    if rank == 0:
-        from tensorboardX import SummaryWriter
-
-        save_path.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, save_path / "cfg.json")
-        # On resume, drop events a crashed run wrote after the checkpoint, so that curves do not double back.
-        writer = SummaryWriter(str(save_path), purge_step=step + 1 if ckpt is not None else None)
-
-    def save(name, epoch, pending, with_optimizer=True):
-        if rank == 0:
-            save_checkpoint(save_path / name, model, epoch=epoch, step=step,
-                            optimizer=optimizer if with_optimizer else None, best_valid_loss=best_valid_loss,
-                            cfg=cfg, seed=seed, valid_pending=pending)
-
-    def log_skipped(split, epoch):
-        skipped = loaders[f"tumor_{split}"].skipped + loaders[f"normal_{split}"].skipped
-        if skipped:  # written only when some grid failed: a clean run's events are the original's
-            logger.warning("Epoch : %d, %d %s grids could not be read and were skipped", epoch + 1, skipped, split)
-            if writer is not None:
-                writer.add_scalar(f"{split}/skipped", skipped, step)
-
-    def validate(epoch):
-        nonlocal best_valid_loss
-        for name in ("tumor_valid", "normal_valid"):
-            datasets[name].set_epoch(epoch)
-        time_now = time.time()
-        loss, acc = evaluate(model, criterion, loaders["tumor_valid"], loaders["normal_valid"], device, world_size)
-        logger.info("Epoch : %d, Step : %d, Validation Loss : %.5f, Validation Acc : %.3f, Run Time : %.2f",
-                    epoch + 1, step, loss, acc, time.time() - time_now)
-        if writer is not None:
-            writer.add_scalar("valid/loss", loss, step)
-            writer.add_scalar("valid/acc", acc, step)
-        log_skipped("valid", epoch)
-        if loss < best_valid_loss:  # the original keeps the lowest validation loss (its README says accuracy)
-            best_valid_loss = loss
-            save("best.ckpt", epoch + 1, False, with_optimizer=False)
-        save("train.ckpt", epoch + 1, False)
-
-    if start_epoch >= cfg["epoch"] and not valid_pending:
-        logger.info("%s has already trained %d of %d epochs: nothing to do", save_path / "train.ckpt", start_epoch,
+    if state.epoch >= cfg["epoch"] and not state.valid_pending:
+        logger.info("%s has already trained %d of %d epochs: nothing to do", save_path / "train.ckpt", state.epoch,
                     cfg["epoch"])
     try:
-        if valid_pending:  # the previous run stopped between its training epoch and its validation
-            validate(start_epoch - 1)
-        for epoch in range(start_epoch, cfg["epoch"]):
+        if state.valid_pending:  # the previous run stopped between its training epoch and its validation
+            validate(model, criterion, loaders, datasets, device, state.epoch - 1, state, checkpoints,
+                     **step_options)
+        for epoch in range(state.epoch, cfg["epoch"]):
             for name in ("tumor_train", "normal_train"):
                 datasets[name].set_epoch(epoch)
-            step, _ = train_one_epoch(model, criterion, optimizer, loaders["tumor_train"], loaders["normal_train"],
-                                      device, epoch, step, log_every=cfg["log_every"], seed=seed, rank=rank,
-                                      world_size=world_size, writer=writer)
-            log_skipped("train", epoch)
-            save("train.ckpt", epoch + 1, True)
-            validate(epoch)
+            state.step, _ = train_one_epoch(model, criterion, optimizer, loaders["tumor_train"],
+                                            loaders["normal_train"], device, epoch, state.step,
+                                            log_every=cfg["log_every"], seed=seed, rank=rank, **step_options)
+            log_skipped(loaders, "train", epoch, state.step, writer)
+            checkpoints.save("train.ckpt", epoch + 1, True)
+            validate(model, criterion, loaders, datasets, device, epoch, state, checkpoints, **step_options)
     finally:
         if writer is not None:
             writer.close()

@@ -17,7 +17,10 @@ Every item is built by :func:`make_grid`, shared by both datasets:
 4. the ``crop_size``² crop of each cell starting at offset ``int((i + 0.5)·patch_size − crop_size/2)`` (16 + 256k
    at the paper's sizes), in row-major order: crop ``i = row·P + col``, row = image row.
 
-Items are ``(grids [G, 3, C, C] float32, labels [G] float32)`` with G = P².
+Items are ``(grids [G, 3, C, C] float32, labels [G] float32)`` with G = P². With ``raw=True`` the datasets
+leave steps 1–4 to :func:`wsi.data.grid_augment.augment_grids`, batched on the training device: items are then
+``((image [S, S, 3] uint8, draws [DRAW_FIELDS] float64), labels [G] float32)``, the region as read, the item's
+draws packed, and the labels already flipped and rotated (the same labels as the per-item path).
 
 The random draws of item ``idx`` come from a NumPy generator seeded with ``(seed, epoch, idx)``: a seed gives the
 same augmentation whatever the number of workers or processes, a resumed run gets the draws an uninterrupted
@@ -131,6 +134,17 @@ def color_jitter(image, draws):
     return image
 
 
+def orient(array, draws):
+    """The draws' left-right flip, then ``rotate`` quarter turns counter-clockwise, of an array with axes (rows,
+    cols, ...): a ``[S, S, 3]`` image or a ``[P, P]`` label grid. np.rot90 equals PIL's ROTATE_90 (the original's
+    ``img.rotate(90·k)``). Identity for ``draws=None``."""
+    if draws is None:
+        return array
+    if draws.flip:
+        array = np.fliplr(array)
+    return np.rot90(array, draws.rotate)
+
+
 def make_grid(image, labels, patch_size, crop_size, draws=None, normalize=True):
     """Augment, normalise and crop one grid image.
 
@@ -151,12 +165,9 @@ def make_grid(image, labels, patch_size, crop_size, draws=None, normalize=True):
     size, side = array.shape[0], labels.shape[0]
     if array.shape[:2] != (size, size) or size != side * patch_size:
         raise ValueError(f"grid image of shape {array.shape} does not hold {side}×{side} cells of {patch_size} px")
-    if draws is not None:
-        # The same flip and counter-clockwise rotation on the image (axes rows, cols) and the label grid keep
-        # every crop with its label. np.rot90 equals PIL's ROTATE_90 (the original's img.rotate(90·k)).
-        if draws.flip:
-            array, labels = np.fliplr(array), np.fliplr(labels)
-        array, labels = np.rot90(array, draws.rotate), np.rot90(labels, draws.rotate)
+    # The same flip and counter-clockwise rotation on the image (axes rows, cols) and the label grid keep every
+    # crop with its label.
+    array, labels = orient(array, draws), orient(labels, draws)
     chw = np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.float32)
     if normalize:
         chw = (chw - 128.0) / 128.0
@@ -166,15 +177,16 @@ def make_grid(image, labels, patch_size, crop_size, draws=None, normalize=True):
 
 
 # Datasets --------------------------------------------------------------------------------------------------------
-def dataset_from_config(cfg, name, *, seed=None, augment=True, normalize=True):
+def dataset_from_config(cfg, name, *, seed=None, augment=True, normalize=True, raw=False):
     """The dataset ``name`` (``"tumor_train"``, ``"normal_train"``, ``"tumor_valid"`` or ``"normal_valid"``) of a
     training config: a :class:`GridImageDataset` over the patch folder ``data_path_<name>``, or a
-    :class:`GridSlideDataset` when the config gives ``coords_<name>`` (see :mod:`wsi.config`)."""
+    :class:`GridSlideDataset` when the config gives ``coords_<name>`` (see :mod:`wsi.config`). ``raw=True``: items
+    for :func:`wsi.data.grid_augment.augment_grids` (see the module docstring)."""
     from wsi.config import dataset_source, label_mode
 
     source = dataset_source(cfg, name)
     sizes = (cfg["image_size"], cfg["patch_size"], cfg["crop_size"], normalize)
-    options = dict(label_mode=label_mode(cfg), augment=augment, seed=seed)
+    options = dict(label_mode=label_mode(cfg), augment=augment, seed=seed, raw=raw)
     if source["kind"] == "slides":
         return GridSlideDataset(source["wsi_path"], source["coords_path"], source["json_path"], *sizes, **options)
     return GridImageDataset(source["data_path"], source["json_path"], *sizes, **options)
@@ -201,7 +213,7 @@ class _GridDataset(torch.utils.data.Dataset):
     """Shared part of the two datasets: coordinates, labels, random draws and :func:`make_grid`."""
 
     def __init__(self, rows, json_path, img_size, patch_size, crop_size, normalize, label_mode, augment, seed,
-                 source):
+                 source, raw=False):
         if img_size % patch_size != 0:
             raise DatasetError(f"image size {img_size} is not a multiple of patch size {patch_size}")
         if crop_size > patch_size:
@@ -211,6 +223,7 @@ class _GridDataset(torch.utils.data.Dataset):
         self._coords = rows
         self._img_size, self._patch_size, self._crop_size = img_size, patch_size, crop_size
         self._normalize, self._label_mode, self._augment = normalize, label_mode, augment
+        self.raw = bool(raw)
         self._annotations = _annotation_files(json_path, rows, source)
         # Without a seed, draw one: items differ from run to run but stay distinct across workers and epochs.
         self.seed = int(np.random.SeedSequence().entropy) if seed is None else int(seed)
@@ -257,14 +270,39 @@ class _GridDataset(torch.utils.data.Dataset):
         if not 0 <= idx < len(self._coords):
             raise IndexError(idx)
         try:
+            if self.raw:
+                return self.raw_item(idx)
             image = self.read_image(idx)
         except UnreadableImage as err:
             # Not raised: a worker's exception reaches the main process wrapped in a traceback. The loader
             # (wsi.data.skipping) leaves the grid out, logs it once and counts it.
-            side, crop = self.patch_per_side, self._crop_size
-            return UnreadableGrid(idx, err.where, err.reason, ((side * side, 3, crop, crop), (side * side,)))
+            return UnreadableGrid(idx, err.where, err.reason, self.item_shapes())
         return make_grid(image, self.labels(idx), self._patch_size, self._crop_size,
                          draws=self.draws(idx), normalize=self._normalize)
+
+
+    def item_shapes(self):
+        """Shapes of an item's tensors (for a batch whose every grid failed): ``((G, 3, C, C), (G,))``, or with
+        ``raw`` ``(((S, S, 3), (DRAW_FIELDS,)), (G,))``."""
+        nodes, crop = self.patch_per_side ** 2, self._crop_size
+        if self.raw:
+            from wsi.data.grid_augment import DRAW_FIELDS
+
+            return ((self._img_size, self._img_size, 3), (DRAW_FIELDS,)), (nodes,)
+        return (nodes, 3, crop, crop), (nodes,)
+
+    def raw_item(self, idx):
+        """``((image [S, S, 3] uint8, draws [DRAW_FIELDS] float64), labels [G] float32)``: the region as read
+        (decoded once), the packed draws and the labels flipped and rotated with them."""
+        from wsi.data.grid_augment import pack_draws
+
+        draws = self.draws(idx)
+        image = np.array(self.read_image(idx), dtype=np.uint8)  # one copy out of PIL, writable for torch
+        size = self._img_size
+        if image.shape != (size, size, 3):
+            raise ValueError(f"grid image of shape {image.shape}, expected ({size}, {size}, 3)")
+        labels = np.ascontiguousarray(orient(self.labels(idx), draws)).reshape(-1)
+        return (torch.from_numpy(image), pack_draws(draws)), torch.from_numpy(labels)
 
 
 class GridImageDataset(_GridDataset):
@@ -279,13 +317,14 @@ class GridImageDataset(_GridDataset):
     label_mode : ``"positive"`` (the original) or ``"positive_not_negative"``.
     augment : colour jitter, flip and rotation (the original always augments, validation included).
     seed : seed of the random draws (see the module docstring); None draws one.
+    raw : items are the region as read and its draws, augmented later on the device (module docstring).
 
     Raises :class:`DatasetError` naming the folder for a missing ``list.txt``, PNG or annotation, and for PNGs
     whose size is not ``img_size``.
     """
 
     def __init__(self, data_path, json_path, img_size, patch_size, crop_size=224, normalize=True, *,
-                 label_mode="positive", augment=True, seed=None):
+                 label_mode="positive", augment=True, seed=None, raw=False):
         self._data_path = Path(data_path)
         list_path = self._data_path / "list.txt"
         if not self._data_path.is_dir():
@@ -304,7 +343,7 @@ class GridImageDataset(_GridDataset):
                     raise DatasetError(f"{self._data_path / '0.png'}: is {first.size[0]}×{first.size[1]} px, "
                                        f"expected image_size {img_size}×{img_size}")
         super().__init__(rows, json_path, img_size, patch_size, crop_size, normalize, label_mode, augment, seed,
-                         list_path)
+                         list_path, raw)
 
     def read_image(self, idx):
         path = self._data_path / f"{idx}.png"
@@ -330,7 +369,7 @@ class GridSlideDataset(_GridDataset):
     """
 
     def __init__(self, wsi_path, coords_path, json_path, img_size, patch_size, crop_size=224, normalize=True, *,
-                 label_mode="positive", augment=True, seed=None):
+                 label_mode="positive", augment=True, seed=None, raw=False):
         wsi_path = check_wsi_dir(wsi_path)
         rows = read_coords(coords_path)
         self._slide_paths = {}
@@ -344,7 +383,7 @@ class GridSlideDataset(_GridDataset):
             open_slide(path).close()
         self._slides, self._owner = {}, None
         super().__init__(rows, json_path, img_size, patch_size, crop_size, normalize, label_mode, augment, seed,
-                         coords_path)
+                         coords_path, raw)
 
     def _slide(self, pid):
         # Handles are per process: a forked worker must not share its parent's OpenSlide handles.
@@ -377,4 +416,5 @@ class GridSlideDataset(_GridDataset):
 
 
 __all__ = ["DatasetError", "GridDraws", "GridImageDataset", "GridSlideDataset", "JITTER", "LABEL_MODES",
-           "color_jitter", "crop_offsets", "dataset_from_config", "draw_augmentation", "grid_labels", "make_grid"]
+           "color_jitter", "crop_offsets", "dataset_from_config", "draw_augmentation", "grid_labels", "make_grid",
+           "orient"]

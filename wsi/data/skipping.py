@@ -26,16 +26,24 @@ class UnreadableGrid:
         self.index, self.where, self.reason, self.shapes = int(index), str(where), str(reason), tuple(shapes)
 
 
+def _empty(shape):
+    """An empty batch of items of ``shape``, or a list of them for a nested shape (raw items: image, draws)."""
+    if shape and isinstance(shape[0], tuple):
+        return [_empty(part) for part in shape]
+    return torch.empty((0, *shape))
+
+
 def collate_grids(items):
     """``(grids [n, G, 3, C, C], labels [n, G], skipped)``: the readable items collated, and the
-    :class:`UnreadableGrid` items left out (``n`` may be 0 when every item of the batch failed)."""
+    :class:`UnreadableGrid` items left out (``n`` may be 0 when every item of the batch failed). Raw items
+    (``--augment device``) collate the same way, their grids being ``[images, draws]``."""
     skipped = [item for item in items if isinstance(item, UnreadableGrid)]
     kept = [item for item in items if not isinstance(item, UnreadableGrid)]
     if kept:
         data, target = default_collate(kept)
     else:
         grid_shape, label_shape = skipped[0].shapes
-        data, target = torch.empty((0, *grid_shape)), torch.empty((0, *label_shape))
+        data, target = _empty(grid_shape), _empty(label_shape)
     return data, target, skipped
 
 
