@@ -10,7 +10,7 @@
 set -euo pipefail
 WSI_DIR=${WSI_DIR:-demo_out/train}              # input: <pid>.tif
 JSON_DIR=${JSON_DIR:-demo_out/jsons}            # input: <pid>.json (tumour slides at least)
-COORDS_DIR=${COORDS_DIR:-demo_out/coords}       # output folder of the lists
+COORDS_DIR=${COORDS_DIR:-coords}               # output folder of the lists (the repository's coords/)
 TUMOR_PER_SLIDE=${TUMOR_PER_SLIDE-2000}     # tumour centres per tumour slide (empty: leave to SAMPLE_ARGS)
 NORMAL_PER_SLIDE=${NORMAL_PER_SLIDE-}       # normal centres per slide (empty: as many as tumour centres in all)
 VALID_PIDS=${VALID_PIDS:-}                  # slides for the *_valid.txt lists (space-separated), empty: none
