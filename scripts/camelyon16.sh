@@ -39,6 +39,8 @@
 #   C16_VALID_LISTS  shipped (default: coords/*_valid.txt) or sample (sampled from the validation slides with
 #                    C16_VALID_SAMPLE_ARGS, default "--tumor_per_slide 2000")
 #   C16_SAMPLE_ARGS  sample_coords.py options of the train lists, default "--num_tumor 200000 --num_normal 200000"
+#   C16_COORDS       a folder of your own lists: its tumor_train.txt and normal_train.txt (and *_valid.txt, if
+#                    there) are used as they are, without sampling or mining (C16_HNM defaults to 0)
 #   C16_HNM          1 (default): mine hard negatives with a first model; 0: train on the random lists
 #   C16_HNM_MODEL    the first model, base (default) or crf;  C16_HNM_ARGS: hard_negatives.py options
 #   C16_MODELS       "crf base" (default)
@@ -71,6 +73,14 @@ C16_VALID_PIDS=${C16_VALID_PIDS:-$(cd "$ROOT/jsons/valid" && for f in *.json; do
 C16_VALID_LISTS=${C16_VALID_LISTS:-shipped}
 C16_VALID_SAMPLE_ARGS=${C16_VALID_SAMPLE_ARGS:-"--tumor_per_slide 2000"}
 C16_SAMPLE_ARGS=${C16_SAMPLE_ARGS:-"--num_tumor 200000 --num_normal 200000"}
+C16_COORDS=${C16_COORDS:-}
+if [ -n "$C16_COORDS" ]; then
+    C16_COORDS=$(cd "$C16_COORDS" 2>/dev/null && pwd) || { echo "$0: error: C16_COORDS: no such folder" >&2; exit 2; }
+    for name in tumor_train normal_train; do
+        [ -f "$C16_COORDS/$name.txt" ] || { echo "$0: error: $C16_COORDS/$name.txt: no such list" >&2; exit 2; }
+    done
+    C16_HNM=${C16_HNM:-0}
+fi
 C16_HNM=${C16_HNM:-1}
 C16_HNM_MODEL=${C16_HNM_MODEL:-base}
 C16_HNM_ARGS=${C16_HNM_ARGS:-}
@@ -216,15 +226,22 @@ pids_of() {  # pids_of train|valid [tumour]
 coords() {
     rm -rf "$D/coords"
     mkdir -p "$D/coords/random"
-    if [ "$C16_VALID_LISTS" = shipped ]; then
+    if [ -n "$C16_COORDS" ] && [ -f "$C16_COORDS/tumor_valid.txt" ] && [ -f "$C16_COORDS/normal_valid.txt" ]; then
+        cp "$C16_COORDS/tumor_valid.txt" "$C16_COORDS/normal_valid.txt" "$D/coords/"
+    elif [ "$C16_VALID_LISTS" = shipped ]; then
         cp "$ROOT/coords/tumor_valid.txt" "$ROOT/coords/normal_valid.txt" "$D/coords/"
     else
         # shellcheck disable=SC2086  # option lists
         "$PYTHON" "$ROOT/wsi/bin/sample_coords.py" "$D/slides/train" "$D/jsons/all" "$D/coords" \
             --pids $(pids_of valid) --name valid --seed "$C16_SEED" $C16_VALID_SAMPLE_ARGS
     fi
-    WSI_DIR="$D/slides/train" JSON_DIR="$D/jsons/all" COORDS_DIR="$D/coords/random" PIDS="$(pids_of train)" \
-        TUMOR_PER_SLIDE= SAMPLE_ARGS="$C16_SAMPLE_ARGS" SEED="$C16_SEED" bash "$SCRIPTS/03_sample_coords.sh"
+    if [ -n "$C16_COORDS" ]; then
+        cp "$C16_COORDS/tumor_train.txt" "$C16_COORDS/normal_train.txt" "$D/coords/random/"
+        echo "train lists from $C16_COORDS"
+    else
+        WSI_DIR="$D/slides/train" JSON_DIR="$D/jsons/all" COORDS_DIR="$D/coords/random" PIDS="$(pids_of train)" \
+            TUMOR_PER_SLIDE= SAMPLE_ARGS="$C16_SAMPLE_ARGS" SEED="$C16_SEED" bash "$SCRIPTS/03_sample_coords.sh"
+    fi
     cp "$D/coords/random/tumor_train.txt" "$D/coords/tumor_train.txt"
     # Without hard-negative mining the random normal list is the final one.
     [ "$C16_HNM" = 1 ] || cp "$D/coords/random/normal_train.txt" "$D/coords/normal_train.txt"

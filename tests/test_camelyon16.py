@@ -208,3 +208,39 @@ def test_rehearsal_paper_config(tmp_path):
     first, second, done_before = run_killed_then_resumed(tree, out, overrides, "05_train_base", timeout=3000)
     check_run(out, first, second, done_before, "05_train_base", level=6, grid=(768, 256, 224),
               models=["crf", "base"])
+
+
+def test_bad_arguments_are_one_line(tmp_path):
+    env = env_for({})
+    proc = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "nowhere"), str(tmp_path / "out")], env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.strip().endswith("nowhere: no such folder")
+    (tmp_path / "c16" / "training").mkdir(parents=True)
+    proc = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "c16"), str(tmp_path / "out")], env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "training/tumor: no such folder (expected the Camelyon16 layout)" in proc.stderr
+    proc = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "c16")], env=env, capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.startswith("usage:")
+
+
+def test_own_lists_and_a_failing_stage(tmp_path):
+    """C16_COORDS: the user's train lists are used as they are (no sampling, no mining); a stage that fails stops
+    the run with the end of its log, exit 1, and leaves no .done, so the next run retries it."""
+    tree = make_tree(tmp_path / "CAMELYON16", size=1024, tumour_size=(300, 400))
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "tumor_train.txt").write_text("Tumor_001,500,500\n")
+    (lists / "normal_train.txt").write_text("Normal_001,400,400\n")
+    out = tmp_path / "run"
+    env = env_for({"C16_COORDS": str(lists), "C16_CHECK": "skip", "C16_CFG": json.dumps({"lr": "fast"}),
+                   "C16_VALID_SAMPLE_ARGS": "--tumor_per_slide 1 --normal_per_slide 1"})
+    proc = subprocess.run(["bash", str(SCRIPT), str(tree), str(out)], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 1
+    assert "05_train_crf FAILED" in proc.stderr and "'lr' must be a number" in proc.stderr
+    assert "Fix the cause and run the same command again" in proc.stderr
+    assert "04_hnm" not in proc.stderr  # own lists: no mining
+    for name in ("tumor_train", "normal_train"):
+        assert (out / "coords" / f"{name}.txt").read_text() == (lists / f"{name}.txt").read_text()
+    assert sorted(p.name for p in (out / "state").iterdir()) == ["01_layout.done", "02_jsons.done",
+                                                                "03_coords.done"]
