@@ -66,6 +66,11 @@ for sub in training/tumor training/normal training/lesion_annotations testing/im
 done
 mkdir -p "$2"
 D=$(cd "$2" && pwd)
+# The run rewrites OUT_DIR/{slides,jsons,coords,...}: never the repository's own folders or the download.
+if [ "$D" = "$ROOT" ] || [ "$D" = "$C16" ]; then
+    echo "$0: error: OUT_DIR must be a folder of its own, not $D (the repository or the download)" >&2
+    exit 2
+fi
 
 C16_CHECK=${C16_CHECK:-sample}
 C16_JSONS=${C16_JSONS:-shipped}

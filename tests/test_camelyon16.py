@@ -221,6 +221,13 @@ def test_bad_arguments_are_one_line(tmp_path):
     assert proc.returncode == 2 and "training/tumor: no such folder (expected the Camelyon16 layout)" in proc.stderr
     proc = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "c16")], env=env, capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.startswith("usage:")
+    for sub in ("tumor", "normal", "lesion_annotations"):
+        (tmp_path / "c16" / "training" / sub).mkdir()
+    (tmp_path / "c16" / "testing" / "images").mkdir(parents=True)
+    proc = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "c16"), str(ROOT)], env=env, capture_output=True,
+                          text=True)
+    assert proc.returncode == 2 and "OUT_DIR must be a folder of its own" in proc.stderr
+    assert (ROOT / "jsons" / "train").is_dir() and not (ROOT / "state").exists()
 
 
 def test_own_lists_and_a_failing_stage(tmp_path):
