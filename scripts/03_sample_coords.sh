@@ -10,20 +10,26 @@
 set -euo pipefail
 WSI_DIR=${WSI_DIR:-demo_out/train}              # input: <pid>.tif
 JSON_DIR=${JSON_DIR:-demo_out/jsons}            # input: <pid>.json (tumour slides at least)
-COORDS_DIR=${COORDS_DIR:-demo_out/coords}       # output folder of the lists
+COORDS_DIR=${COORDS_DIR:-coords}               # output folder of the lists (the repository's coords/)
 TUMOR_PER_SLIDE=${TUMOR_PER_SLIDE-2000}     # tumour centres per tumour slide (empty: leave to SAMPLE_ARGS)
 NORMAL_PER_SLIDE=${NORMAL_PER_SLIDE-}       # normal centres per slide (empty: as many as tumour centres in all)
 VALID_PIDS=${VALID_PIDS:-}                  # slides for the *_valid.txt lists (space-separated), empty: none
+PIDS=${PIDS:-}                              # slides to sample (space-separated), empty: every slide in WSI_DIR
 SEED=${SEED:-0}
 SAMPLE_ARGS=${SAMPLE_ARGS:-}
 PYTHON=${PYTHON:-python}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 pids=()
-for slide in "$WSI_DIR"/*.tif; do
-    [ -e "$slide" ] || { echo "$0: error: $WSI_DIR: no *.tif slides" >&2; exit 2; }
-    pids+=("$(basename "$slide" .tif)")
-done
+if [ -n "$PIDS" ]; then
+    # shellcheck disable=SC2206  # a word list
+    pids=($PIDS)
+else
+    for slide in "$WSI_DIR"/*.tif; do
+        [ -e "$slide" ] || { echo "$0: error: $WSI_DIR: no *.tif slides" >&2; exit 2; }
+        pids+=("$(basename "$slide" .tif)")
+    done
+fi
 args=(--pids "${pids[@]}" --seed "$SEED")
 [ -n "$TUMOR_PER_SLIDE" ] && args+=(--tumor_per_slide "$TUMOR_PER_SLIDE")
 [ -n "$NORMAL_PER_SLIDE" ] && args+=(--normal_per_slide "$NORMAL_PER_SLIDE")

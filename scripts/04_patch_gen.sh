@@ -6,7 +6,7 @@
 # Camelyon16: WSI_DIR=CAMELYON16/training/all COORDS_DIR=coords PATCH_DIR=/PATCHES bash scripts/04_patch_gen.sh
 set -euo pipefail
 WSI_DIR=${WSI_DIR:-demo_out/train}              # input: <pid>.tif
-COORDS_DIR=${COORDS_DIR:-demo_out/coords}       # input: the lists below
+COORDS_DIR=${COORDS_DIR:-coords}               # input: the lists below (the repository's coords/)
 LISTS=${LISTS:-"tumor_train normal_train tumor_valid normal_valid"}
 PATCH_DIR=${PATCH_DIR:-demo_out/patches}        # output: PATCH_DIR/<list>/
 PATCH_SIZE=${PATCH_SIZE:-768}               # the config's image_size

@@ -2,10 +2,10 @@
 # Stage 05: train one model (wsi/bin/train.py): SAVE_PATH/cfg.json, train.ckpt (latest), best.ckpt (lowest
 # validation loss) and tensorboard events (tensorboard --logdir SAVE_PATH). TRAIN_ARGS passes further options
 # (--resume, --epochs N, --device cpu, ...). Multi-GPU: TORCHRUN="torchrun --nproc_per_node=4".
-# Camelyon16: CFG=configs/resnet18_crf.json SAVE_PATH=runs/crf bash scripts/05_train.sh
+# Camelyon16: CFG=configs/resnet18_crf.json SAVE_PATH=ckpt/crf bash scripts/05_train.sh
 set -euo pipefail
 CFG=${CFG:-demo_out/configs/demo_crf.json}      # input: training config
-SAVE_PATH=${SAVE_PATH:-demo_out/runs/crf}       # output folder
+SAVE_PATH=${SAVE_PATH:-ckpt/crf}               # output folder (under the repository's ckpt/)
 NUM_WORKERS=${NUM_WORKERS:-2}               # data-loading processes per dataset
 SEED=${SEED:-0}
 TRAIN_ARGS=${TRAIN_ARGS:-}

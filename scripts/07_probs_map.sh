@@ -2,11 +2,11 @@
 # Stage 07: probability maps (wsi/bin/probs_map.py, folder mode) of every slide in WSI_DIR with its tissue mask
 # MASK_DIR/<stem>.npy: PROBS_DIR/<stem>.npy, float64, [x, y], the mask's shape. Maps that exist are skipped
 # (OVERWRITE=1 recomputes them). PROBS_ARGS passes further options (--shard K/N, --amp, --GPU 0, ...).
-# Camelyon16: WSI_DIR=CAMELYON16/testing/images CKPT=runs/crf/best.ckpt CFG=configs/resnet18_crf.json \
+# Camelyon16: WSI_DIR=CAMELYON16/testing/images CKPT=ckpt/crf/best.ckpt CFG=configs/resnet18_crf.json \
 #             MASK_DIR=tissue_masks PROBS_DIR=probs/crf bash scripts/07_probs_map.sh
 set -euo pipefail
 WSI_DIR=${WSI_DIR:-demo_out/test}               # input: slides
-CKPT=${CKPT:-demo_out/runs/crf/best.ckpt}       # input: checkpoint
+CKPT=${CKPT:-ckpt/crf/best.ckpt}               # input: checkpoint (05_train.sh's default output)
 CFG=${CFG:-demo_out/configs/demo_crf.json}      # input: the config it was trained with
 MASK_DIR=${MASK_DIR:-demo_out/tissue_masks}     # input: <stem>.npy tissue masks
 PROBS_DIR=${PROBS_DIR:-demo_out/probs/crf}      # output: <stem>.npy

@@ -7,8 +7,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
-# The original NCRF's data files (annotation JSONs, validation coordinate lists) live beside the project in
-# ../shared on the development machines; a user's clone has no ../shared and those tests skip.
+# The original's data files shipped in the repository (the design card's layout): its 268 annotation JSONs and its
+# two validation coordinate lists, each folder with a MANIFEST.tsv of the original's git blob SHA-1s.
+JSONS = ROOT / "jsons"
+COORDS = ROOT / "coords"
+# The original NCRF's repository files as copied beside the project in ../shared on the development machines (a
+# user's clone has none: tests that need them skip). The files the tests read are now in the repository (above).
 SHARED = Path(os.environ.get("NCRF_SHARED", ROOT.parent / "shared"))
 NCRF_REFERENCE = SHARED / "ncrf-reference"
 

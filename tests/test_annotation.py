@@ -6,11 +6,9 @@ import re
 import numpy as np
 import pytest
 
-from tests.conftest import NCRF_REFERENCE, requires_reference
+from tests.conftest import JSONS
 from wsi.data.annotation import (Annotation, AnnotationError, Polygon, camelyon16xml2json, load_annotations,
                                  write_asap_xml)
-
-JSONS = NCRF_REFERENCE / "jsons"
 
 # Contract §1.2: files with negative (exclusion) polygons and their counts.
 NEGATIVES = {
@@ -28,7 +26,6 @@ def reference():
     return {split: load_annotations(JSONS / split) for split in ("train", "valid")}
 
 
-@requires_reference
 def test_all_268_reference_jsons_load_with_the_contract_counts(reference):
     train, valid = reference["train"], reference["valid"]
     assert len(train) == 239 and len(valid) == 29
@@ -67,7 +64,6 @@ def sample_pids():
             ("valid", "Tumor_107"), ("valid", "Tumor_109"), ("train", "Normal_001"), ("valid", "Normal_160")]
 
 
-@requires_reference
 @pytest.mark.parametrize("split, pid", sample_pids())
 def test_json_and_xml_round_trips_are_byte_identical(tmp_path, split, pid):
     """JSON -> Annotation -> JSON and JSON -> ASAP XML -> camelyon16xml2json give the original file's bytes."""
@@ -81,7 +77,6 @@ def test_json_and_xml_round_trips_are_byte_identical(tmp_path, split, pid):
     assert (tmp_path / f"{pid}.json").read_bytes() == original.read_bytes()
 
 
-@requires_reference
 @pytest.mark.slow
 def test_every_reference_json_rewrites_byte_identical(reference):
     """All 268 files: our writer (json.dump indent=1) reproduces the original bytes (~20 s)."""
@@ -111,7 +106,6 @@ def distance_to_outline(points, vertices):
     return np.hypot(*(ap - t[..., None] * ab).transpose(2, 0, 1)).min(axis=1)
 
 
-@requires_reference
 def test_inside_equals_even_odd_reference_away_from_edges(reference):
     """Real outlines (with their duplicate and back-tracking vertices): same answer as an independent even-odd
     test for every point more than half a pixel from the outline."""

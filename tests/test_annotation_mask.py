@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tests.conftest import NCRF_REFERENCE, requires_reference
+from tests.conftest import JSONS
 from wsi.bin.Evaluation_FROC import main as froc_main
 from wsi.bin.annotation_mask import main
 from wsi.data.annotation import Annotation, read_camelyon16_xml
@@ -118,11 +118,10 @@ def test_slide_size_from_the_wsi_and_folder_mode(tmp_path, cmu_svs, made):
         assert a.read_level(5).max() == 255
 
 
-@requires_reference
 def test_real_annotation_with_exclusions(tmp_path):
     """Tumor_110 (21 tumour polygons of 10 424 vertices, 18 exclusions): a 3800 × 2100 px window holding two
     exclusions, shifted to the origin, agrees with the inside test at every level-5 pixel centre."""
-    annotation = Annotation.from_json(NCRF_REFERENCE / "jsons" / "valid" / "Tumor_110.json")
+    annotation = Annotation.from_json(JSONS / "valid" / "Tumor_110.json")
     origin = np.array([54000, 14400])
     shifted = Annotation([type(p)(p.name, p.vertices() - origin) for p in annotation.positive],
                          [type(p)(p.name, p.vertices() - origin) for p in annotation.negative])

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tests.conftest import NCRF_REFERENCE, requires_reference
+from tests.conftest import COORDS, JSONS
 from tests.test_sampling import make_dataset
 from wsi.bin import coords_report, sample_coords
 from wsi.data.coords import read_coords, write_coords
@@ -15,10 +15,9 @@ def total_line(out):
     return line.split()
 
 
-@requires_reference
 def test_shipped_validation_lists_reproduce_the_reference_statistics(capsys, tmp_path):
-    coords = NCRF_REFERENCE / "coords"
-    status = coords_report.main([str(NCRF_REFERENCE / "jsons" / "valid"), "--tumor", str(coords / "tumor_valid.txt"),
+    coords = COORDS
+    status = coords_report.main([str(JSONS / "valid"), "--tumor", str(coords / "tumor_valid.txt"),
                                  "--normal", str(coords / "normal_valid.txt"), "--output", str(tmp_path / "r.txt")])
     out = capsys.readouterr().out
     assert status == 0 and (tmp_path / "r.txt").read_text() == out

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import ColorJitter
 
-from tests.conftest import NCRF_REFERENCE, requires_reference
+from tests.conftest import COORDS, JSONS
 from wsi.bin.patch_gen import main as patch_gen
 from wsi.data.annotation import Annotation, Polygon
 from wsi.data.coords import read_coords, write_coords
@@ -23,7 +23,7 @@ NORMAL_VALID_RATES = [.066, .069, .070, .067, 0, .067, .064, .067, .069]
 def reference_labels(name, label_mode="positive", pids=None):
     """Labels ``[N, 9]`` of a shipped validation list, in file order, computed per slide in one vectorised call
     (rows of slides not in ``pids`` are left at 0 when ``pids`` is given)."""
-    rows = read_coords(NCRF_REFERENCE / "coords" / f"{name}.txt")
+    rows = read_coords(COORDS / f"{name}.txt")
     labels = np.zeros((len(rows), 9), np.float32)
     by_pid = {}
     for i, (pid, x, y) in enumerate(rows):
@@ -32,14 +32,13 @@ def reference_labels(name, label_mode="positive", pids=None):
     for pid, items in by_pid.items():
         if pids is not None and pid not in pids:
             continue
-        annotations[pid] = Annotation.from_json(NCRF_REFERENCE / "jsons" / "valid" / f"{pid}.json")
+        annotations[pid] = Annotation.from_json(JSONS / "valid" / f"{pid}.json")
         index = [i for i, _, _ in items]
         centres = np.array([(x, y) for _, x, y in items])
         labels[index] = grid_labels(annotations[pid], centres, 768, 256, label_mode).reshape(-1, 9)
     return rows, labels, annotations
 
 
-@requires_reference
 def test_labels_on_the_real_validation_polygons():
     rows, labels, annotations = reference_labels("tumor_valid")
     # Every cell label is the annotation's own inside-test at the cell centre (x + {-256, 0, 256}, y + ...).

@@ -1,0 +1,253 @@
+"""scripts/camelyon16.sh rehearsed on a miniature Camelyon16 download made of synthetic slides.
+
+The tree has the challenge's layout (training/tumor, training/normal, training/lesion_annotations, testing/images,
+testing/lesion_annotations, testing/reference.csv) and the GigaDB release's lower-case names (tumor_001.tif, ...).
+Every stage runs: preflight, layout, XML -> JSON, sampled validation and train lists, hard negatives with a first
+model (the baseline), the final models trained on the fly, tissue masks, maps, NMS, ground-truth masks, FROC, AUC,
+exports and the final table. The run is killed midway (SIGKILL to its process group) and run again: the finished
+stages are skipped (their log says so and their .done files keep their mtimes) and the run completes.
+
+- ``test_rehearsal_ci``: 2048² slides, 192/64/48-px grids (the demo's, through C16_CFG: the override path a user
+  would take), one training step per model, NCRF as the one final model (the baseline is trained and mapped as
+  the first model of the mining); about 37 s of CPU.
+- ``test_rehearsal_paper_config`` (``slow``): 3072² slides with the shipped configs' 768/256/224 grids, level 6,
+  two training steps per model, both final models (maps of 224-px crops on the CPU: ~15 min on 2 cores).
+"""
+
+import csv
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT
+from wsi.data.synthetic import make_synthetic_slide
+
+pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="the scripts need bash")
+
+SCRIPT = ROOT / "scripts" / "camelyon16.sh"
+
+
+def make_tree(root, size, tumour_size):
+    """A Camelyon16-shaped folder: training tumor_001 (train), tumor_101 (valid), normal_001 (train),
+    normal_141 (valid); test test_001 (tumour, with an exclusion hole) and test_002 (normal)."""
+    tumour_dir, normal_dir = root / "training" / "tumor", root / "training" / "normal"
+    xml_train, images, xml_test = (root / "training" / "lesion_annotations", root / "testing" / "images",
+                                   root / "testing" / "lesion_annotations")
+    for folder in (tumour_dir, normal_dir, xml_train, images, xml_test):
+        folder.mkdir(parents=True)
+    common = dict(width=size, height=size, tumour_size=tumour_size, num_tumours=1)
+    for seed, pid in enumerate(("tumor_001", "tumor_101")):
+        make_synthetic_slide(tumour_dir / f"{pid}.tif", seed=seed, xml_path=xml_train / f"{pid}.xml", **common)
+    for seed, pid in enumerate(("normal_001", "normal_141"), start=10):
+        make_synthetic_slide(normal_dir / f"{pid}.tif", seed=seed, normal=True, **common)
+    make_synthetic_slide(images / "test_001.tif", seed=20, with_hole=True, xml_path=xml_test / "test_001.xml",
+                         **common)
+    make_synthetic_slide(images / "test_002.tif", seed=21, normal=True, **common)
+    (root / "testing" / "reference.csv").write_text("test_001,Tumor,Macro,Primary\ntest_002,Normal,None,None\n")
+    return root
+
+
+def env_for(overrides):
+    return {**os.environ, "PYTHON": sys.executable, "C16_JSONS": "xml", "C16_VALID_PIDS": "Tumor_101 Normal_141",
+            "C16_VALID_LISTS": "sample", "C16_DEVICE": "cpu", "C16_NUM_WORKERS": "0", "C16_TORCHRUN": "none",
+            "OMP_NUM_THREADS": "1", **overrides}
+
+
+def run_killed_then_resumed(tree, out, overrides, kill_at, timeout):
+    """Start the run, SIGKILL its process group once stage ``kill_at`` has started, run it again to the end.
+
+    Returns (first run's stderr, second run's completed process, {stage: .done mtime} before the second run).
+    """
+    env = env_for(overrides)
+    log = out.parent / "first_run.err"
+    with open(log, "w") as err:
+        proc = subprocess.Popen(["bash", str(SCRIPT), str(tree), str(out)], env=env, stdout=subprocess.DEVNULL,
+                                stderr=err, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while f"{kill_at} " not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    first = log.read_text()
+    assert f"{kill_at} " in first and "started" in first, first
+    done_before = {p.name[:-len(".done")]: p.stat().st_mtime_ns for p in (out / "state").glob("*.done")}
+    second = subprocess.run(["bash", str(SCRIPT), str(tree), str(out)], env=env, capture_output=True, text=True,
+                            timeout=timeout)
+    assert second.returncode == 0, second.stderr[-4000:]
+    return first, second, done_before
+
+
+def read_rows(path):
+    with open(path, newline="") as handle:
+        return list(csv.reader(handle))
+
+
+def stages(models):
+    """The stages of a run with hard negatives, in order."""
+    return ["00_check", "01_layout", "02_jsons", "03_coords", "04_hnm_train", "04_hnm_tissue_mask",
+            "04_hnm_probs_map", "04_hnm_mine", *[f"05_train_{kind}" for kind in models], "06_tissue_mask",
+            "09_gt_masks", *[f"{stage}_{kind}" for kind in models
+                             for stage in ("07_probs_map", "08_nms", "10_froc", "11_auc", "12_export")]]
+
+
+def check_run(out, first, second, done_before, kill_at, level, grid, models):
+    """Every stage ran once, the resumed run skipped exactly the stages finished before the kill, the outputs
+    have the original's formats."""
+    order = stages(models)
+    assert order.index(kill_at) >= 4  # the kill came after some stages had finished
+    finished_first = [name for name in order if re.search(rf"\] {name} +finished in", first)]
+    assert set(done_before) == set(finished_first) and set(done_before) >= set(order[:order.index(kill_at)])
+    assert kill_at not in done_before
+    for name in order:
+        line = next(line for line in second.stderr.splitlines() if f"] {name} " in line)
+        if name in done_before:
+            assert "done in an earlier run" in line and "skipped" in line, line
+            assert (out / "state" / f"{name}.done").stat().st_mtime_ns == done_before[name]
+        else:
+            assert "started" in line, line
+        assert (out / "state" / f"{name}.done").is_file()
+    with open(out / "results" / "timings.tsv", newline="") as handle:
+        timings = [row[0] for row in csv.reader(handle, delimiter="\t")]
+    assert timings == order
+
+    # Preflight: every slide of the tree decoded and usable.
+    check_log = (out / "logs" / "00_check.log").read_text()
+    assert "summary: 6 slides" in check_log and "6 usable, 0 unusable" in check_log
+    # The original's names, JSONs split as asked, coordinate lists pid,x,y.
+    assert sorted(p.name for p in (out / "slides" / "train").iterdir()) == [
+        "Normal_001.tif", "Normal_141.tif", "Tumor_001.tif", "Tumor_101.tif"]
+    assert read_rows(out / "slides" / "reference.csv") == [["Test_001", "Tumor", "Macro", "Primary"],
+                                                           ["Test_002", "Normal", "None", "None"]]
+    assert sorted(p.name for p in (out / "jsons" / "valid").iterdir()) == ["Normal_141.json", "Tumor_101.json"]
+    assert json.loads((out / "jsons" / "all" / "Normal_001.json").read_text()) == {"positive": [], "negative": []}
+    for name in ("tumor_train", "normal_train", "tumor_valid", "normal_valid"):
+        rows = read_rows(out / "coords" / f"{name}.txt")
+        assert rows and all(len(row) == 3 and row[1].isdigit() and row[2].isdigit() for row in rows)
+        split = name.split("_")[1]
+        assert {row[0] for row in rows} <= ({"Tumor_001", "Normal_001"} if split == "train"
+                                            else {"Tumor_101", "Normal_141"})
+    random_normals = read_rows(out / "coords" / "random" / "normal_train.txt")
+    assert len(read_rows(out / "coords" / "normal_train.txt")) >= len(random_normals)
+    assert "hard negatives" in (out / "logs" / "04_hnm_mine.log").read_text()
+    # Configs: the shipped values, patch folders replaced by lists and slides.
+    # (the first model of the hard-negative mining is the baseline)
+    for kind, name in [(kind, kind) for kind in models] + [("base", "hnm_base")]:
+        cfg = json.loads((out / "configs" / f"{name}.json").read_text())
+        assert cfg["use_crf"] is (kind == "crf") and (cfg["image_size"], cfg["patch_size"], cfg["crop_size"]) == grid
+        assert not any(key.startswith("data_path_") for key in cfg)
+        folder = out / "ckpt" / ("hnm" if name.startswith("hnm") else kind)
+        assert (folder / "best.ckpt").is_file() and (folder / "train.ckpt").is_file()
+    # Maps [x, y] at the level, masks bool, detections prob,x,y, FROC JSON, slide scores, exports.
+    import openslide
+    for stem in ("Test_001", "Test_002"):
+        with openslide.OpenSlide(str(out / "slides" / "test" / f"{stem}.tif")) as slide:
+            shape = slide.level_dimensions[level]
+        assert np.load(out / "tissue_masks" / "test" / f"{stem}.npy").dtype == bool
+        for kind in models:
+            probs = np.load(out / "probs" / kind / f"{stem}.npy")
+            assert probs.shape == shape and probs.dtype == np.float64 and 0 <= probs.min() <= probs.max() <= 1
+            for row in read_rows(out / "csv" / kind / f"{stem}.csv"):
+                assert len(row) == 3 and len(row[0].split(".")[1]) == 5 and row[1].isdigit()
+            assert (out / "export" / kind / f"{stem}.geojson").is_file()
+    assert (out / "gt_masks" / "Test_001.tif").is_file() and not (out / "gt_masks" / "Test_002.tif").exists()
+    for kind in models:
+        froc = json.loads((out / "results" / f"{kind}_froc.json").read_text())
+        assert 0 <= froc["froc"] <= 1 and froc["num_slides"] == 2 and froc["num_tumours"] == 1
+        assert "Avg Sensivity" in (out / "logs" / f"10_froc_{kind}.log").read_text()
+        assert read_rows(out / "results" / f"{kind}_slide_scores.csv")[0] == ["slide", "score", "label"]
+    summary = (out / "results" / "summary.txt").read_text()
+    assert summary in second.stdout
+    for text in ("Test_049 and Test_114 excluded", "Time per stage", "(an earlier run)"):
+        assert text in summary
+    if "crf" in models:
+        assert "NCRF (ResNet-18 + CRF)" in summary and "0.8096" in summary
+    if "base" in models:
+        assert "ResNet-18 baseline" in summary and "0.7825" in summary and "0.7478" in summary
+
+
+def test_rehearsal_ci(tmp_path):
+    """The whole command on 2048² slides with 192/64/48-px grids, killed during the NCRF's NMS, then resumed."""
+    # Lesions must be longer than the FROC's isolated-tumour-cell size (~1150 px at 0.243 µm/px).
+    tree = make_tree(tmp_path / "CAMELYON16", size=2048, tumour_size=(1200, 1300))
+    out = tmp_path / "run"
+    overrides = {
+        "C16_CFG": json.dumps({"image_size": 192, "patch_size": 64, "crop_size": 48, "batch_size": 4, "epoch": 1,
+                               "log_every": 1}),
+        "C16_SAMPLE_ARGS": "--tumor_per_slide 4 --normal_per_slide 2",  # one step of 4 + 4 grids
+        "C16_VALID_SAMPLE_ARGS": "--tumor_per_slide 2 --normal_per_slide 1",
+        "C16_HNM_ARGS": "--threshold 0 --max_per_slide 2",  # an untrained first model: take its highest cells
+        "C16_PROB_THRED": "0", "C16_FORMATS": "geojson", "C16_PROBS_ARGS": "--num_workers 0",
+        # One final model keeps the test fast; the baseline's config is trained and mapped as the first model of
+        # the hard-negative mining, and the slow test runs both final models.
+        "C16_MODELS": "crf",
+    }
+    first, second, done_before = run_killed_then_resumed(tree, out, overrides, "08_nms_crf", timeout=600)
+    check_run(out, first, second, done_before, "08_nms_crf", level=6, grid=(192, 64, 48), models=["crf"])
+
+
+@pytest.mark.slow
+def test_rehearsal_paper_config(tmp_path):
+    """The shipped configs' 768/256/224 grids, level 6, batch 2 (two training steps), killed during training."""
+    tree = make_tree(tmp_path / "CAMELYON16", size=3072, tumour_size=(1300, 1600))
+    out = tmp_path / "run"
+    overrides = {
+        "C16_CFG": json.dumps({"batch_size": 2, "epoch": 1, "log_every": 1}),
+        "C16_SAMPLE_ARGS": "--tumor_per_slide 4 --normal_per_slide 2",
+        "C16_VALID_SAMPLE_ARGS": "--tumor_per_slide 2 --normal_per_slide 1",
+        "C16_HNM_ARGS": "--threshold 0 --max_per_slide 2",
+        "C16_PROB_THRED": "0", "C16_PROBS_ARGS": "--num_workers 1",
+    }
+    first, second, done_before = run_killed_then_resumed(tree, out, overrides, "05_train_base", timeout=3000)
+    check_run(out, first, second, done_before, "05_train_base", level=6, grid=(768, 256, 224),
+              models=["crf", "base"])
+
+
+def test_bad_arguments_are_one_line(tmp_path):
+    env = env_for({})
+    proc = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "nowhere"), str(tmp_path / "out")], env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.strip().endswith("nowhere: no such folder")
+    (tmp_path / "c16" / "training").mkdir(parents=True)
+    proc = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "c16"), str(tmp_path / "out")], env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "training/tumor: no such folder (expected the Camelyon16 layout)" in proc.stderr
+    proc = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "c16")], env=env, capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.startswith("usage:")
+    for sub in ("tumor", "normal", "lesion_annotations"):
+        (tmp_path / "c16" / "training" / sub).mkdir()
+    (tmp_path / "c16" / "testing" / "images").mkdir(parents=True)
+    proc = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "c16"), str(ROOT)], env=env, capture_output=True,
+                          text=True)
+    assert proc.returncode == 2 and "OUT_DIR must be a folder of its own" in proc.stderr
+    assert (ROOT / "jsons" / "train").is_dir() and not (ROOT / "state").exists()
+
+
+def test_own_lists_and_a_failing_stage(tmp_path):
+    """C16_COORDS: the user's train lists are used as they are (no sampling, no mining); a stage that fails stops
+    the run with the end of its log, exit 1, and leaves no .done, so the next run retries it."""
+    tree = make_tree(tmp_path / "CAMELYON16", size=1024, tumour_size=(300, 400))
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "tumor_train.txt").write_text("Tumor_001,500,500\n")
+    (lists / "normal_train.txt").write_text("Normal_001,400,400\n")
+    out = tmp_path / "run"
+    env = env_for({"C16_COORDS": str(lists), "C16_CHECK": "skip", "C16_CFG": json.dumps({"lr": "fast"}),
+                   "C16_VALID_SAMPLE_ARGS": "--tumor_per_slide 1 --normal_per_slide 1"})
+    proc = subprocess.run(["bash", str(SCRIPT), str(tree), str(out)], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 1
+    assert "05_train_crf FAILED" in proc.stderr and "'lr' must be a number" in proc.stderr
+    assert "Fix the cause and run the same command again" in proc.stderr
+    assert "04_hnm" not in proc.stderr  # own lists: no mining
+    for name in ("tumor_train", "normal_train"):
+        assert (out / "coords" / f"{name}.txt").read_text() == (lists / f"{name}.txt").read_text()
+    assert sorted(p.name for p in (out / "state").iterdir()) == ["01_layout.done", "02_jsons.done",
+                                                                "03_coords.done"]

@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""Preflight check of a slide folder (e.g. the Camelyon16 download) before days of training or inference.
+
+Input: DIR, searched recursively for slides (every suffix OpenSlide reads), annotations (``<stem>.xml`` /
+``.json``) and labels (``reference*.csv``; ``Tumor_`` / ``Normal_`` names). Output on stdout: one line per slide
+(levels, level-0 size, µm/px, annotation, label, regions decoded), then one line per problem (``PROBLEM``: the
+slide cannot be used) or warning (``WARNING``), then a summary. Exit status 0 when every slide is usable, 1 when
+at least one is not (or no slide was found).
+
+By default a sample of every level is decoded (the whole coarsest level, the first and last region of each level
+and ``--sample`` random ones); ``--full`` decodes every region of every level, in parallel (``--workers``).
+"""
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python wsi/bin/check_slides.py`: make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import argparse
+
+from tqdm import tqdm
+
+from wsi.cli import run_command
+from wsi.data.check import check_tree, describe, find_slides
+from wsi.data.slide import NotAFolderError, SlideNotFoundError
+
+
+def get_args_parser():
+    parser = argparse.ArgumentParser(description="Open every slide under DIR and decode its tiles; list damaged "
+                                                 "slides and regions (exit status 1 when a slide is unusable)")
+    parser.add_argument("root", metavar="DIR", type=str, help="folder searched recursively for slides")
+    parser.add_argument("--full", action="store_true",
+                        help="decode every region of every level (hours for a 700 GB download on few CPUs), "
+                             "default: a sample of each level")
+    parser.add_argument("--sample", default=64, type=int,
+                        help="random regions per slide besides the coarsest level and each level's first and "
+                             "last region, default 64")
+    parser.add_argument("--region", default=512, type=int, help="side of a region read, pixels, default 512")
+    parser.add_argument("--level", default=6, type=int,
+                        help="level every slide must have (the tissue masks' and maps' level), default 6; "
+                             "-1: no such test")
+    parser.add_argument("--workers", default=None, type=int, help="decoding threads, default: the CPUs")
+    parser.add_argument("--seed", default=0, type=int, help="seed of the sample, default 0")
+    return parser
+
+
+def run(args):
+    root = Path(args.root)
+    if not root.exists():
+        raise SlideNotFoundError(f"{root}: no such folder")
+    if not root.is_dir():
+        raise NotAFolderError(f"{root}: is a file; give the folder that holds the slides")
+    count = len(find_slides(root))
+    bar = tqdm(unit="region", desc=f"check_slides ({count} slides)", disable=None, file=sys.stderr)
+    reports = check_tree(root, full=args.full, sample=args.sample, region=args.region,
+                         need_level=None if args.level < 0 else args.level, workers=args.workers, seed=args.seed,
+                         progress=bar.update)
+    bar.close()
+    for report in reports:
+        print(describe(report, root))
+    for report in reports:
+        for line in report.problems:
+            print(f"PROBLEM {line}")
+        for line in report.warnings:
+            print(f"WARNING {line}")
+    unusable = [report for report in reports if not report.usable]
+    read = sum(report.regions_read for report in reports)
+    total = sum(report.regions_total for report in reports)
+    annotated = sum(report.annotation is not None for report in reports)
+    labelled = sum(report.label is not None for report in reports)
+    mode = "every region" if args.full else "a sample"
+    print(f"summary: {len(reports)} slides under {root}, {len(reports) - len(unusable)} usable, {len(unusable)} "
+          f"unusable; {annotated} with an annotation, {labelled} with a label; {read} of {total} regions of "
+          f"{args.region} px decoded ({mode}), "
+          f"{sum(len(r.problems) for r in reports)} problems, {sum(len(r.warnings) for r in reports)} warnings")
+    if unusable:
+        print("unusable: " + " ".join(str(report.path.relative_to(root)) for report in unusable))
+        print("re-download these files (or move them out of the folder) before running the pipeline")
+        return 1
+    if not reports:
+        print(f"no slides found under {root}")
+        return 1
+    return 0
+
+
+def main(argv=None):
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    if args.region < 1 or args.sample < 0:
+        parser.error("--region must be at least 1 and --sample at least 0")
+    return run_command(run, args)
+
+if __name__ == "__main__":
+    sys.exit(main())
