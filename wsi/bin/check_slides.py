@@ -16,17 +16,16 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python wsi/bin/check_slides.py`: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import argparse
 
 from tqdm import tqdm
 
-from wsi.cli import run_command
+from wsi.cli import ArgumentParser, run_command
 from wsi.data.check import check_tree, describe, find_slides
 from wsi.data.slide import NotAFolderError, SlideNotFoundError
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(description="Open every slide under DIR and decode its tiles; list damaged "
+    parser = ArgumentParser(description="Open every slide under DIR and decode its tiles; list damaged "
                                                  "slides and regions (exit status 1 when a slide is unusable)")
     parser.add_argument("root", metavar="DIR", type=str, help="folder searched recursively for slides")
     parser.add_argument("--full", action="store_true",
