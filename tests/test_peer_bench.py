@@ -15,4 +15,5 @@ def test_peer_bench_quick_mode(capsys):
     assert monai["positions"] == ours["positions"] > 50
     assert monai["passes"] == 1.0 and 1.0 < ours["passes"] < 9.0  # the CRF's neighbours, each patch once
     assert faithful["passes"] == 9.0 and faithful["diff"] <= 1e-5  # the default fast map is the faithful one
+    assert faithful["default_diff"] <= 1e-5
     assert 0 < ours["compute"] < ours["whole"] and 0 < monai["compute"] < monai["whole"]
