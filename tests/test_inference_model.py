@@ -173,3 +173,30 @@ def test_default_fast_map_equals_the_float32_faithful_map_at_224(tmp_path):
     fast = fast_probs_map(inference_model(model), path, mask, grid, geometry, num_workers=2, progress=False)
     faithful = faithful_probs_map(model, path, mask, grid, geometry, num_workers=0, progress=False)
     assert np.abs(fast - faithful).max() <= 1e-5
+
+
+def test_cli_default_and_eager_cnn_give_the_same_map(demo_slide, tmp_path, caplog):
+    import json
+    from pathlib import Path
+
+    from wsi.bin import probs_map as cli
+
+    cfg = {**json.loads((Path(__file__).parents[1] / "configs" / "demo_crf.json").read_text())}
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    save_checkpoint(tmp_path / "m.ckpt", randomised_model(), epoch=1, step=1)
+    mask, _ = _mask_and_geometry(demo_slide, [(x, y) for x in range(6, 10) for y in range(4, 7)])
+    np.save(tmp_path / "mask.npy", mask)
+    common = [str(demo_slide), str(tmp_path / "m.ckpt"), str(tmp_path / "cfg.json"), str(tmp_path / "mask.npy")]
+    threads = torch.get_num_threads()
+    try:
+        with caplog.at_level("INFO"):
+            assert cli.main(common + [str(tmp_path / "default.npy")]) == 0
+            assert cli.main(common + [str(tmp_path / "eager.npy"), "--eager_cnn", "--threads", "1",
+                                      "--num_workers", "0"]) == 0
+    finally:
+        torch.set_num_threads(threads)  # --threads sets it for the whole process
+    default, eager = np.load(tmp_path / "default.npy"), np.load(tmp_path / "eager.npy")
+    assert np.abs(default - eager).max() <= 1e-5 and np.count_nonzero(default) == mask.sum()
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert "BatchNorm folded, channels_last" in logged and "as loaded (--eager_cnn)" in logged
+    assert "CNN busy" in logged and "1 torch threads" in logged
