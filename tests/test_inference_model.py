@@ -200,3 +200,17 @@ def test_cli_default_and_eager_cnn_give_the_same_map(demo_slide, tmp_path, caplo
     logged = " ".join(r.getMessage() for r in caplog.records)
     assert "BatchNorm folded, channels_last" in logged and "as loaded (--eager_cnn)" in logged
     assert "CNN busy" in logged and "1 torch threads" in logged
+
+
+def test_a_failed_block_read_stops_the_read_ahead_cleanly(demo_slide):
+    """A read error in a reader thread reaches the caller as the slide error (one line), and the reader closes."""
+    from wsi.errors import WSIError
+
+    reader = BlockReader(demo_slide, [(0, 0, 64, 64)] * 3 + [(0, 0, -5, 64)] + [(0, 0, 64, 64)] * 3, threads=2)
+    blocks = iter(reader)
+    with pytest.raises(WSIError, match="cannot read level 0 region") as err:
+        for _ in blocks:
+            pass
+    blocks.close()
+    reader.close()
+    assert "\n" not in str(err.value)

@@ -254,9 +254,9 @@ def fast_probs_map(model, wsi_path, mask, grid, geometry, *, batch_size=180, num
     bar = tqdm(total=num_positions, unit="pos", desc="probs_map (fast)", disable=not progress, leave=False)
     y_mask = mask.shape[1]
     next_row = 0  # first mask row (y) whose positions are not done
+    read = iter(reader)
     try:
         with torch.inference_mode():
-            read = iter(reader)
             block_index = 0
             for band in range(lattice.num_bands):
                 while block_index < len(blocks) and blocks[block_index][0] == band:
@@ -278,6 +278,7 @@ def fast_probs_map(model, wsi_path, mask, grid, geometry, *, batch_size=180, num
                     bar.update(len(xs))
                     next_row = ready
     finally:
+        read.close()  # stops the read-ahead (and waits for reads in progress) before the slide handles close
         bar.close()
         reader.close()
     if eight_avg:
