@@ -1,12 +1,13 @@
 """A cheaper exact CNN pass for inference: BatchNorm folded into the convolutions, channels_last layout.
 
 :func:`inference_model` returns an eval-mode *copy* of a :class:`~wsi.model.resnet.ResNetGrid` for inference; the
-model it is given (whose ``state_dict`` checkpoints save and load) is left as it is. Measured on a 2-core CPU
-(``bench/model_throughput.py``, ResNet-18 at 224): channels_last is what makes oneDNN pick its fast NHWC
-convolutions (≈1.6× eager float32); folding each BatchNorm into the convolution before it removes 20 passes
-over the activations (a few per cent more). Both are exact in float32 up to summation order (≤ 1e-5 on the
-map). ``torch.compile`` is optional (``compile=True``): a little faster again, but it costs tens of seconds of
-start-up, worth it only for many slides.
+model it is given (whose ``state_dict`` checkpoints save and load) is left as it is. Measured on the shared
+2-core CPU (``bench/model_throughput.py``, ResNet-18 at 224): channels_last alone 1.15–1.6× eager float32 (oneDNN's
+NHWC convolutions), with each BatchNorm folded into the convolution before it (20 fewer passes over the
+activations) 2.06× in the same run. Both are exact in float32 up to summation order (~1e-6 on the logits,
+≤ 1e-5 on the map). ``torch.compile`` is optional (``compile=True``): no faster than this at 224 in our run and
+25–45 s of start-up, so worth trying only for many slides; ``torch.jit.freeze`` was slower at 224 (see
+docs/probs_map.md, "The CNN pass").
 """
 
 import copy
