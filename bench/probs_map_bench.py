@@ -43,7 +43,7 @@ from wsi.inference.common import InferenceStats  # noqa: E402
 from wsi.inference.fast import PatchLattice, fast_probs_map  # noqa: E402
 from wsi.inference.faithful import faithful_probs_map  # noqa: E402
 from wsi.inference.geometry import GridSpec, mask_geometry  # noqa: E402
-from wsi.model import MODELS  # noqa: E402
+from wsi.model import MODELS, inference_model  # noqa: E402
 
 CONFIGS = {
     "demo": dict(grid=GridSpec(192, 64, 56), level=6),
@@ -176,8 +176,8 @@ def memory_child(slide_path, level, num_workers, device):
     cx, cy = mask.shape[0] // 2, mask.shape[1] // 2
     mask[cx - 6:cx + 6, cy - 6:cy + 6] = True
     stats = InferenceStats()
-    fast_probs_map(make_model().to(device), slide_path, mask, grid, geometry, num_workers=num_workers,
-                   progress=False, stats=stats)
+    fast_probs_map(inference_model(make_model().to(device)), slide_path, mask, grid, geometry,
+                   num_workers=num_workers, progress=False, stats=stats)
     print(f"{peak_rss_mib():.0f} {stats.positions} {stats.regions_read}")
 
 

@@ -1,6 +1,7 @@
 """What both inference modes share: devices, autocast, the statistics they report."""
 
 import contextlib
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -34,13 +35,42 @@ class InferenceStats:
         return self.bytes_decoded / max(1, self.positions * self.transforms)
 
 
+def amp_dtype(device):
+    """The ``--amp`` dtype: bfloat16 on the CPU and on GPUs that support it (no overflow, no loss scaling needed
+    at inference), float16 on older GPUs."""
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
 def autocast(device, enabled):
-    """Mixed precision for the backbone when ``enabled``: float16 on CUDA, bfloat16 on the CPU."""
+    """Mixed precision for the backbone when ``enabled`` (:func:`amp_dtype`); a no-op context otherwise."""
     if not enabled:
         return contextlib.nullcontext()
-    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return torch.autocast(device_type=device.type, dtype=amp_dtype(device))
+
+
+def synchronize(device):
+    """Wait for the device's queued work (CUDA), so that wall-clock timings measure it; a no-op on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def model_device(model):
     return next(model.parameters()).device
+
+
+class BusyClock:
+    """Seconds spent inside ``with clock:`` blocks (device-synchronised): the time the CNN is busy."""
+
+    def __init__(self, device):
+        self.device, self.seconds = device, 0.0
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        synchronize(self.device)
+        self.seconds += time.perf_counter() - self.start
+        return False

@@ -7,16 +7,18 @@ kept (centre) node's probability is stored. With ``eight_avg`` this runs once pe
 """
 
 import logging
+import time
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from wsi.data.wsi_producer import GridWSIPatchDataset
-from wsi.inference.common import autocast, model_device
+from wsi.inference.common import BusyClock, autocast, model_device
 from wsi.inference.damaged import TolerantGrids
 from wsi.inference.loader import guarded_loader
 from wsi.inference.tta import transforms
+from wsi.model.inference import as_input
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +30,8 @@ def faithful_probs_map(model, wsi_path, mask, grid, geometry, *, batch_size=20, 
     Parameters
     ----------
     model : ResNetGrid
-        In eval mode, on its device; ``model(grids [B, G, 3, C, C]) -> [B, G]`` logits.
+        In eval mode, on its device (``embed`` and ``grid_logits`` are used, as ``model(grids)`` does); may be an
+        :func:`~wsi.model.inference.inference_model`, whose patches are then given in channels_last.
     wsi_path : path of the slide.
     mask : ndarray bool ``[X_mask, Y_mask]``
         The tissue mask, x first.
@@ -52,6 +55,8 @@ def faithful_probs_map(model, wsi_path, mask, grid, geometry, *, batch_size=20, 
     elsewhere.
     """
     device = model_device(model)
+    started = time.perf_counter()
+    clock = BusyClock(device)
     pairs = transforms(eight_avg)
     kept = grid.kept
     total = None
@@ -68,8 +73,13 @@ def faithful_probs_map(model, wsi_path, mask, grid, geometry, *, batch_size=20, 
         batches = guarded_loader(TolerantGrids(dataset, item_shape), batch_size=batch_size,
                                  num_workers=num_workers, pin_memory=device.type == "cuda")
         for step, (grids, x_mask, y_mask, reasons) in enumerate(batches, start=1):
+            # model(grids), with the patches laid out as the model expects (channels_last for inference_model).
+            batch, nodes = grids.shape[:2]
+            patches = as_input(model, grids.to(device, non_blocking=True).flatten(0, 1))
             with torch.inference_mode(), autocast(device, amp):
-                logits = model(grids.to(device, non_blocking=True))
+                with clock:
+                    feats, logits = model.embed(patches)
+                logits = model.grid_logits(feats.reshape(batch, nodes, -1), logits.reshape(batch, nodes))
             probs = torch.sigmoid(logits[:, kept].float()).cpu().numpy()
             for k in (k for k, reason in enumerate(reasons) if reason):
                 probs[k] = 0.0
@@ -90,4 +100,6 @@ def faithful_probs_map(model, wsi_path, mask, grid, geometry, *, batch_size=20, 
         stats.cnn_evaluations += num_positions * len(pairs) * grid.num_nodes
         stats.regions_read += num_positions * len(pairs)
         stats.bytes_decoded += num_positions * len(pairs) * grid.image_size ** 2 * 3
+        wall = time.perf_counter() - started
+        stats.extra.update(cnn_seconds=clock.seconds, wall_seconds=wall, cnn_busy=clock.seconds / max(wall, 1e-9))
     return total

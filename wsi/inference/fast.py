@@ -19,22 +19,29 @@ grow with the slide's height; it grows with its width by ``rows × X_mask × D �
 ResNet-18). With ``eight_avg`` every patch is flipped/rotated (:func:`~wsi.inference.tta.transform_patches`) and
 the grid's nodes are taken through :func:`~wsi.inference.tta.grid_permutation`, which gives the faithful mode's
 eight maps. The result equals the faithful map up to floating-point summation order (≤ 1e-5).
+
+The work is three named steps, run band by band: :class:`BlockReader` reads (and decodes) the blocks, threads
+reading ahead while the network runs; :func:`embed_block` cuts a block's needed patches and runs them through the
+backbone into the :class:`EmbeddingRing`; :func:`emit_ready_rows` runs the CRF for the mask rows whose every
+neighbour patch is done and writes them into the map.
 """
 
 import logging
-import os
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from wsi.data.slide import open_slide
-from wsi.inference.common import autocast, model_device
+from wsi.inference.common import BusyClock, autocast, model_device
 from wsi.inference.damaged import positions_using, read_block_tolerant
 from wsi.inference.geometry import fast_mode_problem
-from wsi.inference.loader import guarded_loader
 from wsi.inference.tta import grid_permutation, transform_patches, transforms
+from wsi.model.inference import as_input
 
 logger = logging.getLogger(__name__)
 
@@ -44,40 +51,67 @@ BLOCK_SIZE = 2048
 CRF_CHUNK = 4096
 
 
-class _BlockReader(Dataset):
-    """Level-0 RGB blocks ``[h, w, 3]`` uint8 (rows = y) of one slide; past the border reads black.
+class BlockReader:
+    """Level-0 RGB blocks ``[h, w, 3]`` uint8 (rows = y) of one slide, in order; past the border reads black.
 
-    Items are ``(block, bad, reason)``: ``bad [k, 2]`` the (col, row) of the block's needed patches that could not
-    be decoded (see :func:`~wsi.inference.damaged.read_block_tolerant`), empty when the block read whole.
+    With ``threads`` > 0, that many threads read ahead (up to ``threads + 1`` blocks in flight) while the caller
+    runs the network: OpenSlide decodes with the GIL released, so the reads overlap the CNN without the copies
+    through shared memory that worker processes need. Each thread has its own slide handle. With 0 threads every
+    block is read when asked for. A read error (:class:`~wsi.errors.WSIError`) is raised by :meth:`__iter__` in
+    the caller's thread, as one line.
+
+    Blocks are ``(block, bad, reason)``. With the ``lattice`` and its ``blocks`` (:meth:`PatchLattice.blocks`), a
+    block that cannot be decoded whole is read piecewise and ``bad [k, 2]`` lists the (col, row) of its needed
+    patches that could not be (:func:`~wsi.inference.damaged.read_block_tolerant`); empty when it read whole.
     """
 
-    def __init__(self, wsi_path, regions, lattice=None, blocks=None):
-        self.wsi_path, self.regions = wsi_path, regions
+    def __init__(self, wsi_path, regions, threads=0, lattice=None, blocks=None):
+        self.wsi_path, self.regions, self.threads = wsi_path, list(regions), max(0, int(threads))
         self.lattice, self.blocks = lattice, blocks
-        self._slide, self._pid = None, None
+        self._local = threading.local()
+        self._slides, self._lock = [], threading.Lock()
 
     def __len__(self):
         return len(self.regions)
 
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_slide"], state["_pid"] = None, None
-        return state
-
-    def __getitem__(self, index):
-        if self._slide is None or self._pid != os.getpid():
-            self._slide, self._pid = open_slide(self.wsi_path), os.getpid()
+    def read(self, index):
+        """Block ``index``: ``regions[index] = (x, y, w, h)`` at level 0: ``(block [h, w, 3] uint8, bad, reason)``."""
+        slide = getattr(self._local, "slide", None)
+        if slide is None:
+            slide = self._local.slide = open_slide(self.wsi_path)
+            with self._lock:
+                self._slides.append(slide)
         x, y, w, h = self.regions[index]
+        if self.lattice is None:
+            return (np.require(slide.read_region((x, y), 0, (w, h)), requirements=("C", "W")),
+                    np.zeros((0, 2), dtype=np.int64), "")
         _, i_lo, i_hi, j_lo, j_hi, _ = self.blocks[index]
-        need = self.lattice.need[i_lo:i_hi, j_lo:j_hi]
-        block, bad, reason = read_block_tolerant(self._slide, (x, y, w, h), need, self.lattice.stride,
-                                                 self.lattice.crop)
-        return torch.from_numpy(block), torch.from_numpy(bad), reason
+        return read_block_tolerant(slide, (x, y, w, h), self.lattice.need[i_lo:i_hi, j_lo:j_hi], self.lattice.stride,
+                                   self.lattice.crop)
+
+    def __iter__(self):
+        if self.threads == 0:
+            for index in range(len(self.regions)):
+                yield self.read(index)
+            return
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="block-reader") as pool:
+            pending = deque()
+            next_index = 0
+            try:
+                while pending or next_index < len(self.regions):
+                    while next_index < len(self.regions) and len(pending) <= self.threads:
+                        pending.append(pool.submit(self.read, next_index))
+                        next_index += 1
+                    yield pending.popleft().result()
+            finally:
+                for future in pending:
+                    future.cancel()
 
     def close(self):
-        if self._slide is not None:
-            self._slide.close()
-            self._slide = None
+        with self._lock:
+            for slide in self._slides:
+                slide.close()
+            self._slides.clear()
 
 
 class PatchLattice:
@@ -132,17 +166,75 @@ class PatchLattice:
         return out
 
 
-def fast_probs_map(model, wsi_path, mask, grid, geometry, *, batch_size=180, num_workers=5, eight_avg=False,
+class EmbeddingRing:
+    """Embeddings ``[rows, Wx, D]`` and logits ``[rows, Wx]`` of the lattice patches of a band of lattice rows,
+    one pair per transform; lattice row ``j`` lives in ring row ``j % rows``."""
+
+    def __init__(self, rows, width, feat_dim, num_transforms, device):
+        self.rows = rows
+        self.feats = [torch.empty((rows, width, feat_dim), device=device) for _ in range(num_transforms)]
+        self.logits = [torch.empty((rows, width), device=device) for _ in range(num_transforms)]
+
+    def store(self, transform, rows, cols, feats, logits):
+        """Patches at lattice ``(cols, rows)`` (tensors ``[n]``) get ``feats [n, D]`` and ``logits [n]``."""
+        self.feats[transform][rows % self.rows, cols] = feats.float()
+        self.logits[transform][rows % self.rows, cols] = logits.float()
+
+
+def embed_block(model, block, lattice, need, origin, ring, pairs, *, batch_size, amp, clock, device):
+    """Run the needed patches of one block through the backbone into ``ring``; returns the patches run.
+
+    ``block`` ``[h, w, 3]`` uint8 (rows = y); ``need [cols, rows]`` (x first) marks its needed lattice patches;
+    ``origin`` = (i_lo, j_lo), the lattice index of its top-left patch. Each patch is scaled as the faithful
+    dataset does, ``(x − 128) / 128`` in float32, and computed once per transform of ``pairs``.
+    """
+    s, crop = lattice.stride, lattice.crop
+    image = (torch.from_numpy(block).to(device, non_blocking=True).permute(2, 0, 1).float() - 128.0) / 128.0
+    patches = image.unfold(1, crop, s).unfold(2, crop, s)  # [3, rows v, cols u, crop, crop]
+    cols, rows = np.nonzero(need)
+    for start in range(0, len(cols), batch_size):
+        c = torch.from_numpy(cols[start:start + batch_size]).to(device)
+        r = torch.from_numpy(rows[start:start + batch_size]).to(device)
+        batch = patches[:, r, c].permute(1, 0, 2, 3)  # [n, 3, crop, crop]
+        for t, (flip, rotate) in enumerate(pairs):
+            inputs = as_input(model, transform_patches(batch, flip, rotate))
+            with clock, autocast(device, amp):
+                feats, logits = model.embed(inputs)
+            ring.store(t, r + origin[1], c + origin[0], feats, logits)
+    return len(cols) * len(pairs)
+
+
+def emit_ready_rows(model, mask, rows, ring, perms, lattice, grid, use_crf, device):
+    """The map's values at the tissue positions of mask rows ``rows = (y0, y1)``, whose neighbours are all in
+    ``ring``: ``(xs, ys, probs)``, ``probs`` the float64 sum over the transforms of sigmoid(kept node's logit)."""
+    xs, ys = np.nonzero(mask[:, rows[0]:rows[1]])
+    ys = ys + rows[0]
+    total = np.zeros(len(xs), dtype=np.float64)
+    for start in range(0, len(xs), CRF_CHUNK):
+        xc, yc = xs[start:start + CRF_CHUNK], ys[start:start + CRF_CHUNK]
+        for p in _grid_probs(model, ring.feats, ring.logits, perms, xc, yc, lattice.q, grid.side, grid.kept,
+                             ring.rows, use_crf, device):
+            total[start:start + len(xc)] += p
+    return xs, ys, total
+
+
+def fast_probs_map(model, wsi_path, mask, grid, geometry, *, batch_size=180, num_workers=2, eight_avg=False,
                    amp=False, progress=True, stats=None, block_size=BLOCK_SIZE):
     """Probability map of one slide, each needed patch through the backbone once; equals the faithful map.
 
     Parameters are those of :func:`~wsi.inference.faithful.faithful_probs_map`, except ``batch_size``, which is
-    patches (not grids) per forward pass, and ``block_size``, the side in level-0 pixels of the blocks read at
-    once. Requires :func:`~wsi.inference.geometry.fast_mode_problem` to be None (raises ValueError otherwise).
+    patches (not grids) per forward pass, ``num_workers``, the threads reading blocks ahead (0: read in this
+    thread), and ``block_size``, the side in level-0 pixels of the blocks read at once. ``model`` may be an
+    :func:`~wsi.model.inference.inference_model` (channels_last input is then given). Requires
+    :func:`~wsi.inference.geometry.fast_mode_problem` to be None (raises ValueError otherwise).
+
+    ``stats`` (optional) gets the counts, and in ``extra``: ``needed_patches``, ``blocks``, ``cnn_seconds`` (time in
+    the backbone), ``wall_seconds`` and ``cnn_busy`` (their ratio).
 
     Returns the map, float64 ``[X_mask, Y_mask]`` (x first): sigmoid of the kept node's CRF logit at tissue
     positions, 0 elsewhere.
     """
+    started = time.perf_counter()
     problem = fast_mode_problem(geometry, grid, eight_avg)
     if problem:
         raise ValueError(f"the fast mode is not exact here: {problem}")
@@ -152,11 +244,11 @@ def fast_probs_map(model, wsi_path, mask, grid, geometry, *, batch_size=180, num
     side, kept = grid.side, grid.kept
     perms = [grid_permutation(side, flip, rotate) for flip, rotate in pairs]
     use_crf = getattr(model, "use_crf", True)
-    # Without a CRF only the kept node's own patch matters (the kept cell after each transform).
+    # Without a CRF only the kept node's own patch matters (the kept cell after each transform): one patch per
+    # position and transform.
     node_sets = [range(grid.num_nodes) if use_crf else [kept] for _ in pairs]
     cells = sorted({divmod(int(perm[i]), side) for perm, nodes in zip(perms, node_sets) for i in nodes})
     lattice = PatchLattice(mask, grid, geometry, cells, block_size)
-    q, s, crop = lattice.q, lattice.stride, grid.crop_size
     blocks = lattice.blocks()
     num_positions = int(np.count_nonzero(mask))
     total = np.zeros(mask.shape, dtype=np.float64)
@@ -166,69 +258,56 @@ def fast_probs_map(model, wsi_path, mask, grid, geometry, *, batch_size=180, num
     if num_positions == 0:
         return total
 
-    feat_dim = model.fc.in_features
-    ring_rows = lattice.band + lattice.span
-    y_mask = mask.shape[1]
-    reader = _BlockReader(wsi_path, [b[-1] for b in blocks], lattice, blocks)
+    ring = EmbeddingRing(lattice.band + lattice.span, lattice.need.shape[0], model.fc.in_features, len(pairs),
+                         device)
+    clock = BusyClock(device)
+    reader = BlockReader(wsi_path, [b[-1] for b in blocks], threads=num_workers, lattice=lattice, blocks=blocks)
     bad_patches = np.zeros(lattice.need.shape, dtype=bool)  # lattice patches that could not be decoded
     bad_reason = ""
-    loader = iter(guarded_loader(reader, batch_size=None, num_workers=num_workers, pin_memory=device.type == "cuda"))
     bar = tqdm(total=num_positions, unit="pos", desc="probs_map (fast)", disable=not progress, leave=False)
-    with torch.inference_mode():
-        ring_feats = [torch.empty((ring_rows, lattice.need.shape[0], feat_dim), device=device) for _ in pairs]
-        ring_logits = [torch.empty((ring_rows, lattice.need.shape[0]), device=device) for _ in pairs]
-        next_row = 0  # first mask row (y) whose positions are not done
-        block_index = 0
-        for band in range(lattice.num_bands):
-            while block_index < len(blocks) and blocks[block_index][0] == band:
-                _, i_lo, i_hi, j_lo, j_hi, (x, y, w, h) = blocks[block_index]
-                block, bad, reason = next(loader)
-                block = block.to(device, non_blocking=True)
-                if len(bad):
-                    bad_patches[bad[:, 0].numpy() + i_lo, bad[:, 1].numpy() + j_lo] = True
-                    bad_reason = bad_reason or reason
-                block_index += 1
-                if stats is not None:
-                    stats.bytes_decoded += w * h * 3
-                    stats.regions_read += 1
-                # The faithful dataset's arithmetic, in float32: (x − 128) / 128 on [3, rows, cols].
-                image = (block.permute(2, 0, 1).float() - 128.0) / 128.0
-                patches = image.unfold(1, crop, s).unfold(2, crop, s)  # [3, rows v, cols u, crop, crop]
-                cols, rows = np.nonzero(lattice.need[i_lo:i_hi, j_lo:j_hi])
-                for start in range(0, len(cols), batch_size):
-                    c = torch.from_numpy(cols[start:start + batch_size]).to(device)
-                    r = torch.from_numpy(rows[start:start + batch_size]).to(device)
-                    batch = patches[:, r, c].permute(1, 0, 2, 3).contiguous()  # [n, 3, crop, crop]
-                    ring_r, ring_c = (r + j_lo) % ring_rows, c + i_lo
-                    for t, (flip, rotate) in enumerate(pairs):
-                        with autocast(device, amp):
-                            feats, logits = model.embed(transform_patches(batch, flip, rotate))
-                        ring_feats[t][ring_r, ring_c] = feats.float()
-                        ring_logits[t][ring_r, ring_c] = logits.float()
+    y_mask = mask.shape[1]
+    next_row = 0  # first mask row (y) whose positions are not done
+    read = iter(reader)
+    try:
+        with torch.inference_mode():
+            block_index = 0
+            for band in range(lattice.num_bands):
+                while block_index < len(blocks) and blocks[block_index][0] == band:
+                    _, i_lo, i_hi, j_lo, j_hi, (_, _, w, h) = blocks[block_index]
+                    block_index += 1
+                    block, bad, reason = next(read)
+                    if len(bad):
+                        bad_patches[bad[:, 0] + i_lo, bad[:, 1] + j_lo] = True
+                        bad_reason = bad_reason or reason
+                    evaluated = embed_block(model, block, lattice, lattice.need[i_lo:i_hi, j_lo:j_hi],
+                                            (i_lo, j_lo), ring, pairs, batch_size=batch_size, amp=amp, clock=clock,
+                                            device=device)
                     if stats is not None:
-                        stats.cnn_evaluations += len(c) * len(pairs)
-            # Mask rows whose every neighbour row (up to 2q lattice rows below) has been computed.
-            ready = min(y_mask, (band + 1) * lattice.band - lattice.span)
-            if ready > next_row:
-                xs, ys = np.nonzero(mask[:, next_row:ready])
-                ys = ys + next_row
-                for start in range(0, len(xs), CRF_CHUNK):
-                    xc, yc = xs[start:start + CRF_CHUNK], ys[start:start + CRF_CHUNK]
-                    probs = _grid_probs(model, ring_feats, ring_logits, perms, xc, yc, q, side, kept,
-                                        ring_rows, use_crf, device)
-                    for p in probs:
-                        total[xc, yc] += p
-                    bar.update(len(xc))
-                next_row = ready
-    bar.close()
-    reader.close()
+                        stats.cnn_evaluations += evaluated
+                        stats.bytes_decoded += w * h * 3
+                        stats.regions_read += 1
+                # Mask rows whose every neighbour row (up to 2q lattice rows below) has been computed.
+                ready = min(y_mask, (band + 1) * lattice.band - lattice.span)
+                if ready > next_row:
+                    xs, ys, probs = emit_ready_rows(model, mask, (next_row, ready), ring, perms, lattice, grid,
+                                                    use_crf, device)
+                    total[xs, ys] = probs
+                    bar.update(len(xs))
+                    next_row = ready
+    finally:
+        read.close()  # stops the read-ahead (and waits for reads in progress) before the slide handles close
+        bar.close()
+        reader.close()
     if eight_avg:
         total /= len(pairs)
     if bad_patches.any():  # positions whose grid needs an undecodable patch: 0, listed
-        failed = positions_using(bad_patches, mask, cells, q)
+        failed = positions_using(bad_patches, mask, cells, lattice.q)
         total[failed] = 0.0
         if stats is not None:
             stats.failed.update({(int(xm), int(ym)): bad_reason for xm, ym in zip(*np.nonzero(failed))})
+    if stats is not None:
+        wall = time.perf_counter() - started
+        stats.extra.update(cnn_seconds=clock.seconds, wall_seconds=wall, cnn_busy=clock.seconds / max(wall, 1e-9))
     return total
 
 

@@ -29,6 +29,7 @@ from wsi.inference.geometry import GridSpec, fast_mode_problem, mask_geometry
 from wsi.inference.loader import ReadFailed
 from wsi.model import build_model
 from wsi.model.checkpoint import CheckpointError, load_checkpoint, load_model_state
+from wsi.model.inference import inference_model
 
 logger = logging.getLogger(__name__)
 
@@ -245,11 +246,27 @@ def _position_regions(job, grid, failed):
     return regions
 
 
+def configure_backends(device, *, tf32=False, threads=None):
+    """Numerics and threads for inference: TF32 off on CUDA unless asked (so that the float32 map stays within
+    1e-5 of the faithful one; PyTorch enables it for cuDNN convolutions by default), cuDNN autotuning on (fixed
+    patch shapes), and ``threads`` torch intra-op threads when given (default: torch's, one per core)."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cudnn.benchmark = True
+    if threads:
+        torch.set_num_threads(threads)
+
+
 def run_probs_maps(wsi, ckpt, cfg_path, mask, npy, *, mode="fast", device=None, batch_size=None, num_workers=5,
-                   eight_avg=False, amp=False, shard=None, progress=True, skip_existing=None):
+                   eight_avg=False, amp=False, shard=None, progress=True, skip_existing=None, optimize=True,
+                   compile=False, tf32=False, threads=None):
     """Compute the maps ``probs_map.py`` is asked for; returns the outputs written (:class:`MapsWritten`).
 
     ``shard`` is (K, N) or None for torchrun's ``RANK``/``WORLD_SIZE`` (one shard outside torchrun).
+    ``optimize`` runs the network through :func:`~wsi.model.inference.inference_model` (BatchNorm folded,
+    channels_last; same map within 1e-5), ``compile`` adds ``torch.compile``; ``tf32`` and ``threads``: see
+    :func:`configure_backends`.
     ``skip_existing`` defaults to True for many slides and False for one (the original overwrites); a map is
     skipped only when it is a complete float64 ``.npy`` of its mask's shape. Every problem found before the
     first map (config, checkpoint, missing masks, an output that cannot be written) is raised before anything
@@ -263,6 +280,8 @@ def run_probs_maps(wsi, ckpt, cfg_path, mask, npy, *, mode="fast", device=None, 
         raise InputError(f"--batch_size {batch_size}: must be at least 1")
     if num_workers < 0:
         raise InputError(f"--num_workers {num_workers}: must be at least 0")
+    if threads is not None and threads < 1:
+        raise InputError(f"--threads {threads}: must be at least 1")
     device = resolve_device(device)
     many = is_many(wsi)
     jobs = plan_jobs(wsi, mask, npy)
@@ -297,7 +316,14 @@ def run_probs_maps(wsi, ckpt, cfg_path, mask, npy, *, mode="fast", device=None, 
         raise InputError(f"{missing[0]}: no such mask file{more}")
     if not todo:
         return MapsWritten(failed=failed)
+    configure_backends(device, tf32=tf32, threads=threads)
     model = load_inference_model(ckpt, cfg, cfg_path, device)
+    if optimize or compile:
+        model = inference_model(model, compile=compile)
+    logger.info("device %s, %d torch threads, %s reader %s, CNN: %s", device, torch.get_num_threads(), num_workers,
+                "threads" if mode == "fast" else "processes",
+                ("BatchNorm folded, channels_last" + (", torch.compile" if compile else "")) if optimize or compile
+                else "as loaded (--eager_cnn)")
     written = MapsWritten(failed=failed)
     for number, job in enumerate(todo, start=1):
         report = failed_report_path(job.output)
@@ -324,8 +350,9 @@ def run_probs_maps(wsi, ckpt, cfg_path, mask, npy, *, mode="fast", device=None, 
         seconds = time.perf_counter() - start
         written.append(save_npy(job.output, probs_map))
         logger.info("%s (%d/%d): %d tissue positions, %s mode, %.1f s (%.1f positions/s), %.2f CNN evaluations "
-                    "per position -> %s", job.slide.name, number, len(todo), stats.positions, stats.mode, seconds,
-                    stats.positions / max(seconds, 1e-9), stats.evaluations_per_position, written[-1])
+                    "per position, CNN busy %.0f%% of the time -> %s", job.slide.name, number, len(todo),
+                    stats.positions, stats.mode, seconds, stats.positions / max(seconds, 1e-9),
+                    stats.evaluations_per_position, 100 * stats.extra.get("cnn_busy", 0.0), written[-1])
         if stats.failed:
             write_failed_report(report, job.slide, stats.failed, _position_regions(job, grid, stats.failed),
                                 total=stats.positions)

@@ -1,7 +1,8 @@
 """Models: ``MODELS[name](num_classes=1, num_nodes=1, use_crf=True)`` keyed by the config's ``"model"``.
 
 :func:`build_model` builds the network a config describes; :mod:`wsi.model.checkpoint` saves and loads weights
-(ours and the original NCRF's ``ckpt/*.ckpt``).
+(ours and the original NCRF's ``ckpt/*.ckpt``); :func:`inference_model` gives an eval copy with a cheaper, exact
+CNN pass (BatchNorm folded, channels_last) for inference and validation.
 """
 
 from wsi.errors import InputError
@@ -70,14 +71,18 @@ from wsi.model.checkpoint import (  # noqa: E402
     load_model_state,
     save_checkpoint,
 )
+from wsi.model.inference import as_input, fold_batchnorm, inference_model  # noqa: E402
 
 __all__ = [
     "CRF",
     "MODELS",
     "CheckpointError",
     "ResNetGrid",
+    "as_input",
     "build_model",
+    "fold_batchnorm",
     "grid_size",
+    "inference_model",
     "load_checkpoint",
     "load_model",
     "load_model_state",

@@ -1,0 +1,216 @@
+"""The cheaper exact CNN pass (BatchNorm folded, channels_last) and what the fast mode computes with it.
+
+Models have non-trivial BatchNorm statistics (as a trained model has), so folding changes every convolution.
+The demo geometry (image 192, patch 64, crop 48 on a level-6 mask, stride 64) runs on a small synthetic slide.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from wsi.data.pyramid import write_pyramid_from_array
+from wsi.data.slide import open_slide
+from wsi.inference import GridSpec, InferenceStats, fast_probs_map, faithful_probs_map, mask_geometry
+from wsi.inference.fast import BlockReader
+from wsi.model import MODELS
+from wsi.model.checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from wsi.model.inference import as_input, fold_batchnorm, inference_model
+from tests.test_probs_map import texture
+
+DEMO = GridSpec(192, 64, 48)
+LEVEL = 6
+
+
+def randomised_model(use_crf=True, seed=0):
+    """ResNet-18 (+ CRF) in eval mode with random BatchNorm statistics and affine terms and a random CRF W."""
+    torch.manual_seed(seed)
+    model = MODELS["resnet18"](num_nodes=9, use_crf=use_crf)
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if name.endswith(("running_var", "bn1.weight", "bn2.weight", "downsample.1.weight")):
+                tensor.copy_(0.5 + torch.rand(tensor.shape, generator=gen))
+            elif name.endswith(("running_mean", ".bias")):
+                tensor.copy_(torch.rand(tensor.shape, generator=gen) - 0.5)
+            elif name == "crf.W":
+                tensor.normal_(0.0, 1.0, generator=gen)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def model():
+    return randomised_model()
+
+
+@pytest.fixture(scope="module")
+def patches():
+    return torch.rand(12, 3, 48, 48, generator=torch.Generator().manual_seed(2)) * 2 - 1
+
+
+def _embed(net, patches):
+    with torch.inference_mode():
+        return net.embed(as_input(net, patches))
+
+
+def test_batchnorm_folding_equals_the_unfolded_model(model, patches):
+    folded = fold_batchnorm(inference_model(model, fold_bn=False, channels_last=False))
+    assert folded.folded_batchnorms == 20  # stem + 2 per block × 8 + 3 downsamples
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    feats, logits = _embed(model, patches)
+    feats_f, logits_f = _embed(folded, patches)
+    scale = float(feats.abs().max())
+    assert float((feats_f - feats).abs().max()) <= 1e-5 * max(1.0, scale)
+    assert float((logits_f - logits).abs().max()) <= 1e-5 * max(1.0, float(logits.abs().max()))
+    assert float((logits_f - logits).abs().max()) > 0  # really another computation
+
+
+def test_inference_model_is_exact_and_leaves_the_model_alone(model, patches):
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fast = inference_model(model)
+    assert fast.channels_last and fast.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not any(p.requires_grad for p in fast.parameters())
+    after = model.state_dict()
+    assert list(after) == list(before) and all(torch.equal(after[k], before[k]) for k in before)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    grids = patches[:9].unsqueeze(0)
+    with torch.inference_mode():
+        reference, out = model(grids), fast(as_input(fast, grids.flatten(0, 1)).unflatten(0, (1, 9)))
+    assert float((out - reference).abs().max()) <= 1e-5 * max(1.0, float(reference.abs().max()))
+
+
+def test_fold_needs_eval_mode():
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batchnorm(MODELS["resnet18"](num_nodes=9))
+
+
+def test_channels_last_model_saves_and_loads_checkpoints_as_before(tmp_path, model, patches):
+    save_checkpoint(tmp_path / "plain.ckpt", model, epoch=1, step=1)
+    model.to(memory_format=torch.channels_last)
+    try:
+        save_checkpoint(tmp_path / "cl.ckpt", model, epoch=1, step=1)
+    finally:
+        model.to(memory_format=torch.contiguous_format)
+    plain, cl = (load_checkpoint(tmp_path / n, map_location="cpu")["state_dict"] for n in ("plain.ckpt", "cl.ckpt"))
+    assert list(cl) == list(plain)
+    assert all(torch.equal(cl[k], plain[k]) for k in plain)
+    # Loading into a channels_last model gives the same network.
+    other = MODELS["resnet18"](num_nodes=9).eval().to(memory_format=torch.channels_last)
+    load_model_state(other, plain)
+    assert all(torch.equal(other.state_dict()[k], plain[k]) for k in plain)
+    torch.testing.assert_close(_embed(other, patches)[1], _embed(model, patches)[1], atol=1e-5, rtol=1e-5)
+
+
+# The fast mode with the inference model --------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def demo_slide(tmp_path_factory):
+    path = tmp_path_factory.mktemp("demo") / "demo.tif"
+    write_pyramid_from_array(path, texture(1088, 1600, seed=3), compression="zlib")  # level 6: 25 × 17
+    return path
+
+
+def _mask_and_geometry(slide_path, positions):
+    with open_slide(slide_path) as slide:
+        mask = np.zeros(slide.level_dimensions[LEVEL], dtype=bool)
+        geometry = mask_geometry(slide.level_dimensions, slide.level_downsamples, mask.shape)
+    for x, y in positions:
+        mask[x, y] = True
+    return mask, geometry
+
+
+def test_default_fast_map_equals_the_float32_faithful_map_at_demo_size(demo_slide, model):
+    # A blob, a lone position and the corners (regions past the border).
+    positions = [(x, y) for x in range(8, 13) for y in range(5, 9)] + [(20, 3), (0, 0), (24, 16)]
+    mask, geometry = _mask_and_geometry(demo_slide, positions)
+    stats = InferenceStats()
+    fast = fast_probs_map(inference_model(model), demo_slide, mask, DEMO, geometry, num_workers=2, progress=False,
+                          stats=stats, block_size=512)
+    faithful = faithful_probs_map(model, demo_slide, mask, DEMO, geometry, num_workers=0, progress=False)
+    assert np.abs(fast - faithful).max() <= 1e-5
+    assert len(np.unique(faithful[mask].round(5))) > 10
+    assert stats.regions_read > 1 and 0 < stats.extra["cnn_busy"] <= 1
+
+
+def test_baseline_fast_mode_is_one_pass_per_position(demo_slide):
+    model = inference_model(randomised_model(use_crf=False))
+    mask, geometry = _mask_and_geometry(demo_slide, [(x, y) for x in range(3, 20) for y in range(2, 14)])
+    for eight_avg in (False, True):
+        stats = InferenceStats()
+        fast_probs_map(model, demo_slide, mask, DEMO, geometry, num_workers=1, eight_avg=eight_avg,
+                       progress=False, stats=stats)
+        assert stats.evaluations_per_position == 1.0
+        assert stats.cnn_evaluations == stats.positions * stats.transforms == mask.sum() * (8 if eight_avg else 1)
+
+
+def test_eight_avg_computes_each_transformed_patch_once(demo_slide, model):
+    mask, geometry = _mask_and_geometry(demo_slide, [(x, y) for x in range(5, 9) for y in range(5, 8)])
+    stats = InferenceStats()
+    fast_probs_map(inference_model(model), demo_slide, mask, DEMO, geometry, num_workers=0, eight_avg=True,
+                   progress=False, stats=stats)
+    # Every needed lattice patch once per transform; the 8 transforms of a patch are 8 different images.
+    assert stats.cnn_evaluations == 8 * stats.extra["needed_patches"]
+    assert stats.extra["needed_patches"] == (4 + 2) * (3 + 2)  # the 3×3 neighbours of a 4×3 block, q = 1
+
+
+def test_block_reader_threads_read_the_same_blocks(demo_slide):
+    regions = [(-40, -40, 300, 200), (500, 300, 256, 256), (1500, 1000, 200, 200), (0, 0, 64, 64)]
+    inline = [block for block, bad, _ in BlockReader(demo_slide, regions, threads=0) if not len(bad)]
+    threaded_reader = BlockReader(demo_slide, regions, threads=3)
+    threaded = [block for block, bad, _ in threaded_reader if not len(bad)]  # items: (block, bad patches, reason)
+    threaded_reader.close()
+    assert [b.shape for b in inline] == [(200, 300, 3), (256, 256, 3), (200, 200, 3), (64, 64, 3)]
+    assert all(np.array_equal(a, b) for a, b in zip(inline, threaded))
+    assert np.all(inline[0][:40, :40] == 0)  # past the border: black
+
+
+@pytest.mark.slow
+def test_default_fast_map_equals_the_float32_faithful_map_at_224(tmp_path):
+    """The paper's geometry (768/256/224, level-6 mask, q = 4) on a few positions: within 1e-5."""
+    path = tmp_path / "slide.tif"
+    write_pyramid_from_array(path, texture(1536, 2048, seed=4), compression="zlib")  # level 6: 32 × 24
+    model = randomised_model()
+    mask, geometry = _mask_and_geometry(path, [(10, 10), (11, 10), (20, 15), (0, 0)])
+    grid = GridSpec(768, 256, 224)
+    fast = fast_probs_map(inference_model(model), path, mask, grid, geometry, num_workers=2, progress=False)
+    faithful = faithful_probs_map(model, path, mask, grid, geometry, num_workers=0, progress=False)
+    assert np.abs(fast - faithful).max() <= 1e-5
+
+
+def test_cli_default_and_eager_cnn_give_the_same_map(demo_slide, tmp_path, caplog):
+    import json
+    from pathlib import Path
+
+    from wsi.bin import probs_map as cli
+
+    cfg = {**json.loads((Path(__file__).parents[1] / "configs" / "demo_crf.json").read_text())}
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    save_checkpoint(tmp_path / "m.ckpt", randomised_model(), epoch=1, step=1)
+    mask, _ = _mask_and_geometry(demo_slide, [(x, y) for x in range(6, 10) for y in range(4, 7)])
+    np.save(tmp_path / "mask.npy", mask)
+    common = [str(demo_slide), str(tmp_path / "m.ckpt"), str(tmp_path / "cfg.json"), str(tmp_path / "mask.npy")]
+    threads = torch.get_num_threads()
+    try:
+        with caplog.at_level("INFO"):
+            assert cli.main(common + [str(tmp_path / "default.npy")]) == 0
+            assert cli.main(common + [str(tmp_path / "eager.npy"), "--eager_cnn", "--threads", "1",
+                                      "--num_workers", "0"]) == 0
+    finally:
+        torch.set_num_threads(threads)  # --threads sets it for the whole process
+    default, eager = np.load(tmp_path / "default.npy"), np.load(tmp_path / "eager.npy")
+    assert np.abs(default - eager).max() <= 1e-5 and np.count_nonzero(default) == mask.sum()
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert "BatchNorm folded, channels_last" in logged and "as loaded (--eager_cnn)" in logged
+    assert "CNN busy" in logged and "1 torch threads" in logged
+
+
+def test_a_failed_block_read_stops_the_read_ahead_cleanly(demo_slide):
+    """A read error in a reader thread reaches the caller as the slide error (one line), and the reader closes."""
+    from wsi.errors import WSIError
+
+    reader = BlockReader(demo_slide, [(0, 0, 64, 64)] * 3 + [(0, 0, -5, 64)] + [(0, 0, 64, 64)] * 3, threads=2)
+    blocks = iter(reader)
+    with pytest.raises(WSIError, match="cannot read level 0 region") as err:
+        for _ in blocks:
+            pass
+    blocks.close()
+    reader.close()
+    assert "\n" not in str(err.value)
