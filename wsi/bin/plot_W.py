@@ -20,11 +20,10 @@ import logging
 import math
 
 import numpy as np
-from matplotlib.backend_bases import FigureCanvasBase
 
 from wsi.cli import run_command
 from wsi.errors import InputError
-from wsi.fileio import atomic_path
+from wsi.fileio import atomic_path, figure_format
 from wsi.model.checkpoint import CheckpointError, load_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -86,9 +85,7 @@ def get_args_parser():
 def run(args):
     ckpt = Path(args.ckpt_path)
     out = Path(args.out) if args.out else ckpt.with_name(f"{ckpt.stem}_W.png")
-    suffix = out.suffix.lstrip(".").lower()
-    if suffix not in FigureCanvasBase.get_supported_filetypes():
-        raise InputError(f"{out}: cannot save a figure as {suffix or 'a file without a suffix'!r}; use e.g. .png")
+    figure_format(out)
     W = crf_weights(ckpt)
     logger.info("W of %s: min %.4f, max %.4f", ckpt, float(np.min(W)), float(np.max(W)))
 

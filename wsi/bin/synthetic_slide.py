@@ -22,8 +22,9 @@ import numpy as np
 from tqdm import tqdm
 
 from wsi.cli import run_command
+from wsi.constants import CAMELYON16_MPP
 from wsi.data.pyramid import pyramid_dimensions
-from wsi.data.synthetic import make_synthetic_slide, plan_slide
+from wsi.synthetic import make_synthetic_slide, plan_slide
 from wsi.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ def get_args_parser():
     parser.add_argument("--tumor_size", default=[1300, 2000], type=int, nargs=2, metavar=("MIN", "MAX"),
                         help="range of a tumour's major axis in level-0 pixels, default 1300 2000 (keep it "
                              "above 1150 at 0.243 um/px, or the FROC treats it as isolated tumour cells)")
-    parser.add_argument("--mpp", default=0.243, type=float, help="microns per level-0 pixel, default 0.243")
+    parser.add_argument("--mpp", default=CAMELYON16_MPP, type=float, help="microns per level-0 pixel, default 0.243")
     parser.add_argument("--start", default=1, type=int, help="number of the first slide of each kind, default 1")
     parser.add_argument("--mask_dir", default=None, type=str,
                         help="folder of the ground-truth masks, default OUT_DIR/masks")

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from wsi.data.slide import open_slide
 from wsi.inference.common import autocast, model_device
-from wsi.inference.geometry import fast_mode_problem
+from wsi.geometry import fast_mode_problem
 from wsi.inference.loader import guarded_loader
 from wsi.inference.tta import grid_permutation, transform_patches, transforms
 
