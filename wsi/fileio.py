@@ -57,7 +57,7 @@ def save_npy(path, array):
     return path
 
 
-def figure_format(path):
+def figure_format(path, what="figure"):
     """The matplotlib format of a figure file by its suffix (``png`` when it has none), checked before the work.
 
     Raises :class:`~wsi.errors.InputError` naming the file when matplotlib cannot write that format.
@@ -68,5 +68,5 @@ def figure_format(path):
 
     fmt = Path(path).suffix.lstrip(".").lower() or "png"
     if fmt not in FigureCanvasAgg.get_supported_filetypes():
-        raise InputError(f"{path}: cannot save a figure as {fmt!r}; use .png, .pdf or .svg")
+        raise InputError(f"{path}: cannot save a {what} as {fmt!r}; use .png, .pdf or .svg")
     return fmt

@@ -85,7 +85,7 @@ def get_args_parser():
 def run(args):
     ckpt = Path(args.ckpt_path)
     out = Path(args.out) if args.out else ckpt.with_name(f"{ckpt.stem}_W.png")
-    figure_format(out)
+    fmt = figure_format(out)
     W = crf_weights(ckpt)
     logger.info("W of %s: min %.4f, max %.4f", ckpt, float(np.min(W)), float(np.max(W)))
 
@@ -96,7 +96,7 @@ def run(args):
     else:
         figure = plot_w(W)  # a bare Figure: no GUI backend needed, works headless
     with atomic_path(out) as tmp:
-        figure.savefig(tmp, format=suffix, dpi=100)
+        figure.savefig(tmp, format=fmt, dpi=100)
     logger.info("saved %s", out)
     if args.show:
         plt.show()

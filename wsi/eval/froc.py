@@ -327,7 +327,7 @@ def evaluate_froc(mask_dir, csv_dir, exclude=(), on_slide=None, resolution=L0_RE
 def check_plot_path(png_path):
     """Raise :class:`FROCError` unless matplotlib can save a figure in the format of ``png_path``'s suffix."""
     try:
-        return figure_format(png_path)
+        return figure_format(png_path, what="plot")
     except InputError as err:
         raise FROCError(str(err)) from None
 
