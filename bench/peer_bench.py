@@ -173,10 +173,9 @@ def run_faithful_sample(slide, mask_path, cfg_path, ckpt, fast_map, sample_size)
 
     from wsi.config import load_config
     from wsi.data.slide import open_slide
-    from wsi.inference import InferenceStats, faithful_probs_map, mask_geometry
-    from wsi.inference.geometry import GridSpec
-    from wsi.inference.runner import load_inference_model
-    from wsi.model import inference_model
+    from wsi.geometry import GridSpec, mask_geometry
+    from wsi.inference import InferenceStats, faithful_probs_map
+    from wsi.model import inference_model, load_model
 
     cfg = load_config(cfg_path)
     mask = np.load(mask_path)
@@ -186,7 +185,7 @@ def run_faithful_sample(slide, mask_path, cfg_path, ckpt, fast_map, sample_size)
     sample[xs[pick], ys[pick]] = True
     with open_slide(slide) as handle:
         geometry = mask_geometry(handle.level_dimensions, handle.level_downsamples, mask.shape)
-    model = load_inference_model(ckpt, cfg, cfg_path, torch.device("cpu"))
+    model = load_model(ckpt, cfg, torch.device("cpu"), source_cfg=str(cfg_path))
     out = {}
     for name, net in (("eager", model), ("default", inference_model(model))):
         stats = InferenceStats()

@@ -42,7 +42,7 @@ from wsi.data.slide import open_slide  # noqa: E402
 from wsi.inference.common import InferenceStats  # noqa: E402
 from wsi.inference.fast import PatchLattice, fast_probs_map  # noqa: E402
 from wsi.inference.faithful import faithful_probs_map  # noqa: E402
-from wsi.inference.geometry import GridSpec, mask_geometry  # noqa: E402
+from wsi.geometry import GridSpec, mask_geometry  # noqa: E402
 from wsi.model import MODELS, inference_model  # noqa: E402
 
 CONFIGS = {

@@ -22,7 +22,8 @@ import time  # noqa: E402
 
 from bench.probs_map_bench import CONFIGS, disc_mask, make_model, write_slide  # noqa: E402
 from wsi.data.slide import open_slide  # noqa: E402
-from wsi.inference import InferenceStats, fast_probs_map, mask_geometry  # noqa: E402
+from wsi.geometry import mask_geometry  # noqa: E402
+from wsi.inference import InferenceStats, fast_probs_map  # noqa: E402
 from wsi.model import inference_model  # noqa: E402
 
 

@@ -9,7 +9,7 @@ PROBS_DIR=${PROBS_DIR:-demo_out/probs/crf}      # input: <stem>.npy
 CSV_DIR=${CSV_DIR:-demo_out/csv/crf}            # input: <stem>.csv
 WSI_DIR=${WSI_DIR:-demo_out/test}               # input: <stem>.tif
 EXPORT_DIR=${EXPORT_DIR:-demo_out/export/crf}   # output: <stem>.png, .geojson, .xml
-LEVEL=${LEVEL:-6}
+LEVEL=${LEVEL:-}                                # only for maps without a sidecar (2**LEVEL, default 6)
 THRESHOLD=${THRESHOLD:-0.5}
 FORMATS=${FORMATS:-"png geojson xml"}       # which exports to write
 PYTHON=${PYTHON:-python}
@@ -22,9 +22,9 @@ for map in "$PROBS_DIR"/*.npy; do
     for format in $FORMATS; do
         case $format in
             png) "$PYTHON" "$ROOT/wsi/bin/export.py" heatmap "$map" "$EXPORT_DIR/$stem.png" \
-                     --wsi "$WSI_DIR/$stem.tif" --level "$LEVEL" ;;
+                     --wsi "$WSI_DIR/$stem.tif" ${LEVEL:+--level "$LEVEL"} ;;
             geojson|xml) "$PYTHON" "$ROOT/wsi/bin/export.py" "$format" "$EXPORT_DIR/$stem.$format" \
-                     --csv "$CSV_DIR/$stem.csv" --npy "$map" --threshold "$THRESHOLD" --level "$LEVEL" ;;
+                     --csv "$CSV_DIR/$stem.csv" --npy "$map" --threshold "$THRESHOLD" ${LEVEL:+--level "$LEVEL"} ;;
             *) echo "$0: error: FORMATS: unknown export '$format' (png, geojson, xml)" >&2; exit 2 ;;
         esac
     done

@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT
-from wsi.data.synthetic import make_synthetic_slide
+from wsi.synthetic import make_synthetic_slide
 
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="the scripts need bash")
 

@@ -12,7 +12,7 @@ import tifffile
 from tests.conftest import ROOT
 from wsi.bin.check_slides import main
 from wsi.data.check import check_tree, find_slides, level_regions, sample_regions
-from wsi.data.synthetic import make_synthetic_slide
+from wsi.synthetic import make_synthetic_slide
 
 SIZE = 1024  # levels of 1024, 512, ..., 16 px: level 6 is the last
 

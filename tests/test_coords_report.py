@@ -7,7 +7,8 @@ from tests.conftest import COORDS, JSONS
 from tests.test_sampling import make_dataset
 from wsi.bin import coords_report, sample_coords
 from wsi.data.coords import read_coords, write_coords
-from wsi.data.sampling import grid_labels, load_slide_annotations
+from wsi.data.annotation import load_annotations
+from wsi.data.labels import grid_labels
 
 
 def total_line(out):
@@ -72,7 +73,7 @@ def test_hard_negatives_on_the_grid_are_counted(tmp_path, capsys):
 
 def test_exclude_negative_labels(tmp_path, capsys):
     truth = make_dataset(tmp_path, [("Tumor_001", 2048, 2048, 1, 1, True, True)])
-    annotation = load_slide_annotations(tmp_path / "json", ["Tumor_001"])["Tumor_001"]
+    annotation = load_annotations(tmp_path / "json", ["Tumor_001"])["Tumor_001"]
     hole = annotation.negative[0].vertices().mean(axis=0).astype(int)
     assert annotation.inside_polygons(hole, False) and annotation.inside_polygons(hole, True)
     write_coords(tmp_path / "tumor.txt", [("Tumor_001", *hole)])

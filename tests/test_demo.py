@@ -228,7 +228,7 @@ def test_a_stage_script_stops_on_the_first_error(tmp_path):
 def test_lymphoid_follicles_are_dark_normal_tissue(tmp_path):
     """The demo's slides have lymphoid follicles (synthetic_slide.py --lymphoid): normal tissue darker than tumour
     at low magnification, outside the annotation and the mask; the rest of the layout is unchanged."""
-    from wsi.data.synthetic import make_synthetic_slide, plan_slide
+    from wsi.synthetic import make_synthetic_slide, plan_slide
 
     kwargs = dict(seed=3, num_tumours=1, tumour_size=(700, 800))
     result = make_synthetic_slide(tmp_path / "Tumor_001.tif", width=SIZE, height=SIZE, lymphoid=2,

@@ -69,7 +69,7 @@ def test_heatmap_over_the_slide(tmp_path, cmu_svs, capsys):
 
 
 def test_contours_with_a_hole():
-    regions = tumour_contours(probs_map_with_regions(), threshold=0.5, level=6)
+    regions = tumour_contours(probs_map_with_regions(), threshold=0.5, cell=64)
     assert [len(holes) for _, holes in regions] == [1, 0]  # biggest first
     (square, (hole,)), (blob, _) = regions
     # Iso-lines run half-way between cell centres: a region covers exactly its cells' level-0 extent.

@@ -31,7 +31,7 @@ from wsi.bin import (Evaluation_FROC, annotation_mask, camelyon16xml2json, coord
                      train)
 from wsi.data.coords import read_coords, write_coords
 from wsi.data.slide import open_slide
-from wsi.data.synthetic import make_synthetic_slide
+from wsi.synthetic import make_synthetic_slide
 from wsi.model import MODELS
 from wsi.model.checkpoint import save_checkpoint
 

@@ -6,8 +6,8 @@ import pytest
 from tests.test_sampling import tissue_mask_of
 from wsi.bin import hard_negatives
 from wsi.data.coords import read_coords, write_coords
-from wsi.data.sampling import hard_negative_centres
-from wsi.data.synthetic import plan_slide
+from wsi.data.hard_negatives import hard_negative_centres
+from wsi.synthetic import plan_slide
 
 SIZE = 4096  # level 6: a 64 × 64 map; stride 128: 32 × 32 cells
 

@@ -13,7 +13,7 @@ from wsi.data.annotation import Annotation, Polygon
 from wsi.data.coords import read_coords, write_coords
 from wsi.data.image_producer import (JITTER, DatasetError, GridDraws, GridImageDataset, GridSlideDataset,
                                      color_jitter, crop_offsets, draw_augmentation, grid_labels, make_grid)
-from wsi.data.synthetic import make_synthetic_slide
+from wsi.synthetic import make_synthetic_slide
 
 # The contract's statistics of the shipped validation lists (§4.2), per position in row-major order.
 TUMOR_VALID_RATES = [.786, .821, .794, .825, 1, .831, .783, .819, .789]

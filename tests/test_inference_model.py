@@ -10,7 +10,8 @@ import torch
 
 from wsi.data.pyramid import write_pyramid_from_array
 from wsi.data.slide import open_slide
-from wsi.inference import GridSpec, InferenceStats, fast_probs_map, faithful_probs_map, mask_geometry
+from wsi.geometry import GridSpec, mask_geometry
+from wsi.inference import InferenceStats, fast_probs_map, faithful_probs_map
 from wsi.inference.fast import BlockReader
 from wsi.model import MODELS
 from wsi.model.checkpoint import load_checkpoint, load_model_state, save_checkpoint

@@ -151,7 +151,7 @@ def test_bad_files_and_options_give_one_line(tmp_path, capsys):
     text = tmp_path / "map.npy"
     text.write_text("not an array")
     assert main([str(text), str(csv)]) == 2
-    assert "not a NumPy .npy array" in capsys.readouterr().err
+    assert "not a NumPy .npy probability map" in capsys.readouterr().err
     np.save(tmp_path / "ok.npy", np.ones((3, 3)))
     assert main([str(tmp_path / "ok.npy"), str(csv), "--radius", "0"]) == 2
     assert "--radius must be at least 1" in capsys.readouterr().err

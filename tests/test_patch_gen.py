@@ -9,7 +9,7 @@ from PIL import Image
 
 from wsi.bin.patch_gen import main
 from wsi.data.slide import open_slide
-from wsi.data.synthetic import make_synthetic_slide
+from wsi.synthetic import make_synthetic_slide
 
 # (pid, x, y) centres: inside, at the border (reads black past it), and on two slides so that the pool is used.
 ROWS = [("Tumor_001", 300, 200), ("Tumor_002", 700, 650), ("Tumor_001", 20, 1000), ("Tumor_001", 512, 512),

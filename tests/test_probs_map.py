@@ -17,11 +17,11 @@ from wsi.bin import probs_map as cli
 from wsi.data.pyramid import write_pyramid_from_array
 from wsi.data.slide import open_slide
 from wsi.data.wsi_producer import GridWSIPatchDataset
-from wsi.inference import (GeometryError, GridSpec, InferenceStats, compute_probs_map, fast_probs_map,
-                           faithful_probs_map, mask_geometry)
-from wsi.inference.geometry import fast_mode_problem
+from wsi.geometry import GeometryError, GridSpec, fast_mode_problem, mask_geometry, transform_image
+from wsi.inference import InferenceStats, compute_probs_map, fast_probs_map, faithful_probs_map
 from wsi.inference.runner import plan_jobs, select_shard
-from wsi.inference.tta import TRANSFORMS, grid_permutation, transform_image, transform_patches
+from wsi.geometry import TRANSFORMS
+from wsi.inference.tta import grid_permutation, transform_patches
 from wsi.model import MODELS
 from wsi.model.checkpoint import save_checkpoint
 
@@ -306,7 +306,7 @@ def test_cli_single_slide(slide_path, inputs, tmp_path, capsys, maps):
     probs = np.load(tmp_path / "out" / "map.npy")  # .npy appended, as np.save
     assert probs.dtype == np.float64 and probs.shape == mask.shape
     assert np.abs(probs - np.where(mask, maps[1], 0)).max() <= 1e-5
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["map.npy"]  # no temporary left
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["map.json", "map.npy"]  # map, sidecar; no temporary
 
 
 def test_cli_runs_as_a_script():
@@ -325,7 +325,7 @@ def test_cli_runs_as_a_script():
     ("transposed_mask", ["mask.npy", "27x38", "600x420", "differ between the axes"]),
     ("crf_vs_base", ["crf.ckpt", "use_crf: false"]),
     ("crop_size", ["crf_crop24.ckpt", "crop_size 24", "crop_size 28"]),
-    ("not_npy", ["mask.npy", "not a NumPy .npy mask"]),
+    ("not_npy", ["mask.npy", "not a NumPy .npy tissue mask"]),
     ("missing_slide", ["nowhere.tif", "no such slide file"]),
 ])
 def test_cli_mismatched_inputs(case, expected, slide_path, inputs, tmp_path, capsys):
@@ -374,7 +374,8 @@ def test_folder_mode_skips_finished_maps(slide_folder, inputs, tmp_path, capsys)
     status, err = run_cli([slide_folder / "wsi", inputs / "crf.ckpt", inputs / "crf.json", slide_folder / "mask",
                            out, "--num_workers", "0"], capsys)
     assert status == 0, err
-    assert sorted(p.name for p in out.iterdir()) == [f"Test_{k:03d}.npy" for k in range(5)]
+    assert sorted(p.name for p in out.glob("*.npy")) == [f"Test_{k:03d}.npy" for k in range(5)]
+    assert sorted(p.name for p in out.glob("*.json")) == [f"Test_{k:03d}.json" for k in (0, 1, 3, 4)]  # sidecars
     assert np.all(np.load(out / "Test_002.npy") == 7.0)
     for k in (0, 1, 3, 4):
         probs = np.load(out / f"Test_{k:03d}.npy")
@@ -400,7 +401,7 @@ def test_two_shards_cover_every_slide_once(slide_folder, inputs, tmp_path, capsy
     monkeypatch.setenv("WORLD_SIZE", "2")
     status, err = run_cli([listing, *common, tmp_path / "out", "--num_workers", "0"], capsys)
     assert status == 0, err
-    assert sorted(p.stem for p in (tmp_path / "out").iterdir()) == stems
+    assert sorted(p.stem for p in (tmp_path / "out").glob("*.npy")) == stems
     shard_1 = {j.slide.stem for j in parts[1]}
     assert shard_1 == {"Test_001", "Test_003"}
 

@@ -1,6 +1,6 @@
 """Random coordinate sampling (wsi/data/sampling.py, wsi/bin/sample_coords.py) on synthetic slides.
 
-The slides are OpenSlide-readable pyramids of the synthetic layouts of :func:`wsi.data.synthetic.plan_slide`
+The slides are OpenSlide-readable pyramids of the synthetic layouts of :func:`wsi.synthetic.plan_slide`
 (tissue blobs, tumour polygons, one exclusion hole); the tissue masks are that tissue at the mask pixels' centres.
 """
 
@@ -11,9 +11,16 @@ from wsi.bin import sample_coords
 from wsi.data.annotation import Annotation, Polygon
 from wsi.data.coords import read_coords
 from wsi.data.pyramid import pyramid_dimensions, write_pyramid
-from wsi.data.sampling import (MaskGeometry, distance_to_boundary, grid_labels, is_normal, mask_geometry,
-                               normal_candidates, spread, tissue_fraction, tumour_candidates)
-from wsi.data.synthetic import plan_slide
+from wsi.data.labels import distance_to_boundary, grid_labels, is_normal
+from wsi.data.sampling import normal_candidates, spread, tissue_fraction, tumour_candidates
+from wsi.geometry import MaskGeometry
+from wsi.geometry import mask_geometry as slide_mask_geometry
+
+
+def mask_geometry(mask_shape, level0):
+    """The geometry of a mask on a slide known by its level-0 size only."""
+    return slide_mask_geometry([level0], [1.0], mask_shape)
+from wsi.synthetic import plan_slide
 
 # pid, width, height, seed, tumours, hole, JSON written
 SLIDES = [
@@ -205,7 +212,7 @@ def test_min_tissue_fraction_of_the_grid(dataset, tmp_path):
 def test_tissue_fraction_counts_pixels_under_the_grid():
     mask = np.zeros((100, 100), dtype=bool)
     mask[:50] = True  # x < 50 mask pixels = x < 800 level 0
-    geometry = MaskGeometry((100, 100), (1600, 1600))
+    geometry = MaskGeometry((1600, 1600), (100, 100), 16.0)
     assert tissue_fraction(mask, geometry, [(800, 800)]).tolist() == [0.5]
     assert tissue_fraction(mask, geometry, [(400, 800), (1200, 800)]).tolist() == [1.0, 0.0]
     assert tissue_fraction(mask, geometry, [(0, 800)]).tolist() == [0.5]  # half the grid is off the slide
@@ -241,8 +248,8 @@ def test_assume_normal_takes_slides_without_json(dataset, tmp_path):
 
 
 @pytest.mark.parametrize("problem, message", [
-    ("transposed", "differ (is the array transposed?)"),
-    ("3d", "2-D [x, y] array"),
+    ("transposed", "(is the array transposed?)"),
+    ("3d", "2-D [x, y] tissue mask"),
     ("missing", "no such tissue mask"),
 ])
 def test_bad_tissue_mask_is_one_line_and_writes_nothing(dataset, tmp_path, capsys, problem, message):
@@ -281,7 +288,7 @@ def test_bad_options_are_one_line(dataset, tmp_path, capsys):
 def test_tissue_masks_computed_on_the_fly(tmp_path):
     tissue_module = pytest.importorskip("wsi.data.tissue")  # written by the tissue-mask stage
     from wsi.data.slide import open_slide
-    from wsi.data.synthetic import make_synthetic_slide
+    from wsi.synthetic import make_synthetic_slide
 
     (tmp_path / "wsi").mkdir()
     made = make_synthetic_slide(tmp_path / "wsi" / "Tumor_001.tif", width=1536, height=1536, seed=5,

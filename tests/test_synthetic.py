@@ -1,4 +1,4 @@
-"""Synthetic slides (wsi.data.synthetic) and ground-truth masks (wsi.data.mask): real files opened with OpenSlide."""
+"""Synthetic slides (wsi.synthetic) and ground-truth masks (wsi.data.mask): real files opened with OpenSlide."""
 
 import json
 import xml.etree.ElementTree as ET
@@ -13,7 +13,7 @@ from wsi.bin import camelyon16xml2json as xml2json_cli
 from wsi.bin import synthetic_slide as synthetic_cli
 from wsi.data.annotation import Annotation, Polygon, read_camelyon16_xml
 from wsi.data.mask import MaskRenderer, fill_polygon, render_mask_tile, write_tumour_mask
-from wsi.data.synthetic import SlideRenderer, make_synthetic_slide, plan_slide
+from wsi.synthetic import SlideRenderer, make_synthetic_slide, plan_slide
 from wsi.errors import InputError
 
 SIZE = 2048

@@ -9,7 +9,7 @@ from tests.conftest import data_path
 from wsi.bin.tissue_mask import main
 from wsi.data.pyramid import write_pyramid_from_array
 from wsi.data.slide import open_slide
-from wsi.data.synthetic import make_synthetic_slide
+from wsi.synthetic import make_synthetic_slide
 from wsi.data.tissue import tissue_mask, tissue_mask_from_rgb
 
 
@@ -83,7 +83,7 @@ def test_cli_writes_bool_npy(cmu_pyramid, tmp_path, capsys):
     assert main([str(cmu_pyramid), str(tmp_path / "out" / "cmu"), "--level", "5", "--RGB_min", "50"]) == 0
     mask = np.load(tmp_path / "out" / "cmu.npy")
     assert mask.dtype == bool and mask.shape == (70, 93)
-    assert [p.name for p in (tmp_path / "out").iterdir()] == ["cmu.npy"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["cmu.json", "cmu.npy"]  # mask and sidecar
 
 
 def test_cli_default_level_6(cmu_pyramid, tmp_path):
@@ -104,7 +104,7 @@ def test_cli_bad_input_one_line_error_no_output(cmu_pyramid, tmp_path, capsys, c
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("tissue_mask: error: ") and "\n" not in err
-    expected = {"missing": "Tumor_404.tif: no such slide file", "folder": "is a folder",
+    expected = {"missing": "Tumor_404.tif: no such slide file", "folder": "notes.tif: not a slide OpenSlide can read",  # folder mode names the bad file
                 "not_a_slide": "notes.tif: not a slide", "bad_level": "no level 12; the slide has levels [0, 1, 2"}
     assert expected[case] in err
     assert not out.exists() and not list(tmp_path.glob("*.npy")) and not list(tmp_path.glob(".*"))

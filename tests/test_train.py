@@ -15,7 +15,7 @@ from tests.conftest import ROOT
 from wsi.bin.patch_gen import main as patch_gen
 from wsi.bin.train import main
 from wsi.data.coords import write_coords
-from wsi.data.synthetic import make_synthetic_slide
+from wsi.synthetic import make_synthetic_slide
 
 # Grids of 3×3 cells of 16 px (the smallest that runs quickly through ResNet-18), batch 2: 4 training grids per
 # class make 2 steps, 2 validation grids 1 step.

@@ -36,6 +36,7 @@ import difflib
 import json
 from pathlib import Path
 
+from wsi.constants import DEFAULT_LABEL_MODE, LABEL_MODES, MODEL_NAMES
 from wsi.errors import InputError
 from wsi.fileio import atomic_open
 
@@ -70,8 +71,6 @@ OPTIONAL_KEYS = {
     "label_mode": str,
 }
 
-LABEL_MODES = ("positive", "positive_not_negative")
-DEFAULT_LABEL_MODE = "positive"
 
 _TYPE_NAMES = {str: "a string", bool: "true or false", int: "an integer", float: "a number"}
 
@@ -115,15 +114,13 @@ def dataset_source(cfg, name):
 
 
 def patch_per_side(cfg):
-    """Cells per side of a grid: ``image_size // patch_size`` (3)."""
+    """Cells per side of a grid: ``image_size // patch_size`` (3) of a validated config."""
     return cfg["image_size"] // cfg["patch_size"]
 
 
 def grid_size(cfg):
-    """Cells per grid, the CRF's number of nodes: ``(image_size // patch_size) ** 2`` (9)."""
-    from wsi.model import grid_size as model_grid_size
-
-    return model_grid_size(cfg)
+    """Cells per grid, the CRF's number of nodes: ``(image_size // patch_size) ** 2`` (9) of a validated config."""
+    return patch_per_side(cfg) ** 2
 
 
 def label_mode(cfg):
@@ -137,8 +134,6 @@ def validate_config(cfg, path="config", check_paths=False):
     ``check_paths`` also checks that the data folders, coordinate lists, annotation folders and slide folders
     exist (training needs them; inference reads only the model keys).
     """
-    from wsi.model import MODELS  # imported here: loading a config should not need torch for the other checks
-
     if not isinstance(cfg, dict):
         raise ConfigError(f"{path}: expected a JSON object of settings, got {type(cfg).__name__}")
     known = {**ORIGINAL_KEYS, **OPTIONAL_KEYS}
@@ -163,8 +158,8 @@ def validate_config(cfg, path="config", check_paths=False):
         if key not in cfg and not (key.startswith("data_path_") and f"coords_{key[len('data_path_'):]}" in cfg):
             raise ConfigError(f"{path}: missing key {key!r}")
 
-    if cfg["model"] not in MODELS:
-        raise ConfigError(f"{path}: key 'model' is {cfg['model']!r}, expected one of {sorted(MODELS)}")
+    if cfg["model"] not in MODEL_NAMES:
+        raise ConfigError(f"{path}: key 'model' is {cfg['model']!r}, expected one of {sorted(MODEL_NAMES)}")
     for key in ("batch_size", "image_size", "patch_size", "crop_size", "epoch", "log_every"):
         if cfg[key] < 1:
             raise ConfigError(f"{path}: key {key!r} must be at least 1, got {cfg[key]}")

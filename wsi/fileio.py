@@ -214,3 +214,18 @@ def read_text_lines(path):
         line = data.count(b"\n", 0, err.start) + 1
         raise InputError(f"{path}: line {line}: not UTF-8 text (byte 0x{data[err.start]:02x})") from None
     return text.splitlines(keepends=True)
+
+
+def figure_format(path, what="figure"):
+    """The matplotlib format of a figure file by its suffix (``png`` when it has none), checked before the work.
+
+    Raises :class:`~wsi.errors.InputError` naming the file when matplotlib cannot write that format.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from wsi.errors import InputError
+
+    fmt = Path(path).suffix.lstrip(".").lower() or "png"
+    if fmt not in FigureCanvasAgg.get_supported_filetypes():
+        raise InputError(f"{path}: cannot save a {what} as {fmt!r}; use .png, .pdf or .svg")
+    return fmt

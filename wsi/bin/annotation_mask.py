@@ -20,11 +20,12 @@ import math
 import time
 
 from wsi.cli import ArgumentParser, check_outputs, finite, positive, run_command
+from wsi.constants import CAMELYON16_MPP
 from wsi.errors import InputError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MPP = 0.243
+DEFAULT_MPP = CAMELYON16_MPP
 
 
 def get_args_parser():

@@ -20,7 +20,11 @@ if __package__ in (None, ""):  # run as `python wsi/bin/coords_report.py`: make 
 
 from wsi.cli import ArgumentParser, check_outputs, positive, run_command
 from wsi.data.coords import read_coords
-from wsi.data.sampling import HARD_STRIDE, PATCH_SIZE, SamplingError, coords_report, load_slide_annotations
+from wsi.data.annotation import load_annotations
+from wsi.data.coords_stats import coords_report
+from wsi.data.hard_negatives import HARD_STRIDE
+from wsi.data.labels import PATCH_SIZE
+from wsi.errors import InputError
 from wsi.fileio import atomic_open
 
 
@@ -47,11 +51,11 @@ def get_args_parser():
 def run(args):
     check_outputs(args.output)
     if args.tumor is None and args.normal is None:
-        raise SamplingError("give a list to report on: --tumor PATH and/or --normal PATH")
+        raise InputError("give a list to report on: --tumor PATH and/or --normal PATH")
     tumor = read_coords(args.tumor) if args.tumor else []
     normal = read_coords(args.normal) if args.normal else []
     pids = sorted({pid for pid, _, _ in tumor} | {pid for pid, _, _ in normal})
-    annotations = load_slide_annotations(args.json_path, pids, args.assume_normal, what="listed slide")
+    annotations = load_annotations(args.json_path, pids, assume_normal=args.assume_normal, what="listed slide")
     lines, _ = coords_report(tumor, normal, annotations, patch_size=args.patch_size, hard_stride=args.hard_stride,
                              exclude_negative=args.exclude_negative)
     text = "\n".join(lines) + "\n"

@@ -18,8 +18,14 @@ if __package__ in (None, ""):  # run as `python wsi/bin/export.py`: make the rep
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
+from wsi.arrays import cell_size, load_array
 from wsi.cli import ArgumentParser, check_outputs, count, positive, probability, run_command
 from wsi.errors import InputError
+
+
+LEVEL_HELP = ("level of the probability map: its cells are 2**level level-0 pixels (the original's rule), default 6; "
+              "a map with a sidecar (X.json beside X.npy) gives its own scale, and a --level that disagrees with it "
+              "is refused")
 
 
 def get_args_parser():
@@ -31,7 +37,7 @@ def get_args_parser():
     heatmap.add_argument("out_path", metavar="OUT", type=str, help="output image (.png; .pdf/.svg for figures)")
     heatmap.add_argument("--wsi", default=None, type=str, metavar="SLIDE",
                          help="slide to draw under the map (its thumbnail); default none: the map alone")
-    heatmap.add_argument("--level", default=6, type=count, help="level of the probability map, default 6")
+    heatmap.add_argument("--level", default=None, type=count, help=LEVEL_HELP)
     heatmap.add_argument("--cmap", default="jet", type=str, help="matplotlib colour map, default jet")
     heatmap.add_argument("--alpha", default=0.5, type=probability,
                          help="opacity of the map over the slide (non-zero cells only), default 0.5")
@@ -52,7 +58,7 @@ def get_args_parser():
                               "default none")
         sub.add_argument("--threshold", default=0.5, type=probability,
                          help="probability of the tumour contours, default 0.5")
-        sub.add_argument("--level", default=6, type=count, help="level of the probability map, default 6")
+        sub.add_argument("--level", default=None, type=count, help=LEVEL_HELP)
         if name == "geojson":
             sub.add_argument("--name", default="Tumor", type=str,
                              help="QuPath classification name of the objects, default Tumor")
@@ -62,19 +68,22 @@ def get_args_parser():
 def run(args):
     from wsi.eval import export
     from wsi.eval.detections import read_detections
-    from wsi.eval.nms import load_probs_map
 
     check_outputs(args.out_path)
     if args.command == "heatmap":
-        probs_map = load_probs_map(args.probs_map_path)
-        export.write_heatmap(args.out_path, probs_map, slide_path=args.wsi, level=args.level, cmap=args.cmap,
+        probs_map, info = load_array(args.probs_map_path, "probability map")
+        cell = cell_size(info, args.level, args.probs_map_path)
+        export.write_heatmap(args.out_path, probs_map, slide_path=args.wsi, cell=cell, cmap=args.cmap,
                              alpha=args.alpha, plain=args.plain, dpi=args.dpi,
                              title=Path(args.wsi or args.probs_map_path).stem)
         return
     if args.csv is None and args.npy is None:
         raise InputError(f"{args.command}: give --csv DETECTIONS, --npy PROBS_MAP or both")
     detections = read_detections(args.csv) if args.csv else None
-    regions = export.tumour_contours(load_probs_map(args.npy), args.threshold, args.level) if args.npy else []
+    regions = []
+    if args.npy:
+        probs_map, info = load_array(args.npy, "probability map")
+        regions = export.tumour_contours(probs_map, args.threshold, cell_size(info, args.level, args.npy))
     if args.command == "geojson":
         features = []
         if detections is not None:

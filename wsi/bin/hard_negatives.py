@@ -22,7 +22,7 @@ if __package__ in (None, ""):  # run as `python wsi/bin/hard_negatives.py`: make
 from tqdm import tqdm
 
 from wsi.cli import ArgumentParser, check_outputs, count, positive, probability, run_command
-from wsi.data.sampling import HARD_STRIDE, add_hard_negatives
+from wsi.data.hard_negatives import HARD_STRIDE, add_hard_negatives
 
 
 def get_args_parser():
@@ -43,10 +43,12 @@ def get_args_parser():
                         help="slides to use, default: every map in PROBS_MAP_PATH")
     parser.add_argument("--assume_normal", action="store_true",
                         help="treat every slide without an annotation JSON as normal, default: only Normal_*")
-    parser.add_argument("--level", default=6, type=count,
-                        help="level of the maps, default 6 (a map pixel is 2**level level-0 pixels)")
+    parser.add_argument("--level", default=None, type=count,
+                        help="level of the maps: a map pixel is 2**level level-0 pixels (the original's rule), "
+                             "default 6; maps with a sidecar (X.json) give their own scale, and a --level that "
+                             "disagrees with it is refused")
     parser.add_argument("--stride", default=HARD_STRIDE, type=positive,
-                        help=f"cell size in level-0 pixels, a multiple of 2**level, default {HARD_STRIDE}: the "
+                        help=f"cell size in level-0 pixels, a multiple of the map's pixel, default {HARD_STRIDE}: the "
                              f"shipped lists' hard negatives sit at (128·i + 64, 128·j + 64)")
     parser.add_argument("--threshold", default=0.5, type=probability,
                         help="minimum probability of a hard negative, default 0.5")

@@ -19,11 +19,10 @@ import logging
 import math
 
 import numpy as np
-from matplotlib.backend_bases import FigureCanvasBase
 
 from wsi.cli import ArgumentParser, check_outputs, run_command
 from wsi.errors import InputError
-from wsi.fileio import atomic_path
+from wsi.fileio import atomic_path, figure_format
 from wsi.model.checkpoint import CheckpointError, load_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -85,9 +84,7 @@ def get_args_parser():
 def run(args):
     ckpt = Path(args.ckpt_path)
     out = Path(args.out) if args.out else ckpt.with_name(f"{ckpt.stem}_W.png")
-    suffix = out.suffix.lstrip(".").lower()
-    if suffix not in FigureCanvasBase.get_supported_filetypes():
-        raise InputError(f"{out}: cannot save a figure as {suffix or 'a file without a suffix'!r}; use e.g. .png")
+    fmt = figure_format(out)
     check_outputs(out)
     W = crf_weights(ckpt)
     logger.info("W of %s: min %.4f, max %.4f", ckpt, float(np.min(W)), float(np.max(W)))
@@ -99,7 +96,7 @@ def run(args):
     else:
         figure = plot_w(W)  # a bare Figure: no GUI backend needed, works headless
     with atomic_path(out) as tmp:
-        figure.savefig(tmp, format=suffix, dpi=100)
+        figure.savefig(tmp, format=fmt, dpi=100)
     logger.info("saved %s", out)
     if args.show:
         plt.show()

@@ -2,9 +2,15 @@
 """Tissue mask of a slide: which pixels of one level hold tissue, saved as a bool ``.npy``.
 
 Input: a slide file (any format OpenSlide reads). Output: ``np.save`` of a bool array of shape
-``level_dimensions[level]`` = (width, height) in **[x, y]** order (the transpose of an image), True on tissue.
+``level_dimensions[level]`` = (width, height) in **[x, y]** order (the transpose of an image), True on tissue,
+and beside it a sidecar ``<name>.json`` saying which slide, level and scale the mask has (:mod:`wsi.arrays`).
 The rule is the original's: Otsu per RGB channel (background = all three above), Otsu on the HSV saturation,
-and every channel above ``--RGB_min``, all strict. Level 6 gives one mask pixel per 64 level-0 pixels.
+and every channel above ``--RGB_min``, all strict. Level 6 gives one mask pixel per 64 level-0 pixels on a 2×
+pyramid (pick the level whose downsample is nearest 64 on others).
+
+WSI may also be a folder of slides (every OpenSlide suffix) or a ``.txt`` list of slide paths; NPY is then the
+output folder (``<stem>.npy`` per slide). Masks that exist are skipped unless ``--overwrite``; a slide that fails
+is listed and the others are still done (exit status 1).
 """
 import sys
 from pathlib import Path
@@ -14,28 +20,57 @@ if __package__ in (None, ""):  # run as `python wsi/bin/tissue_mask.py`: make th
 
 import logging
 
-from wsi.cli import ArgumentParser, check_outputs, count, run_command
-from wsi.data.tissue import tissue_mask
-from wsi.fileio import npy_path, save_npy
+from wsi.cli import ArgumentParser, check_outputs, count, for_each_input, run_command
+from wsi.data.slide import list_slides, names_many_slides
+from wsi.data.tissue import write_tissue_mask
+from wsi.errors import InputError
+from wsi.fileio import npy_header, npy_path
 
 logger = logging.getLogger(__name__)
 
 
 def get_args_parser():
     parser = ArgumentParser(description="Get tissue mask of WSI and save it in npy format")
-    parser.add_argument("wsi_path", metavar="WSI", type=str, help="Path to the WSI file")
+    parser.add_argument("wsi_path", metavar="WSI", type=str,
+                        help="Path to the WSI file; or a folder of slides, or a .txt file listing slide paths")
     parser.add_argument("npy_path", metavar="NPY", type=str,
-                        help="Path to the output npy mask file (.npy is appended when missing)")
+                        help="Path to the output npy mask file (.npy is appended when missing); with many slides, "
+                             "the output folder")
     parser.add_argument("--level", default=6, type=count, help="at which WSI level to obtain the mask, default 6")
-    parser.add_argument("--RGB_min", default=50, type=count, help="min value for RGB channel, default 50")
+    parser.add_argument("--RGB_min", "--rgb_min", dest="RGB_min", default=50, type=count,
+                        help="min value for RGB channel, default 50")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="with many slides, recompute masks that exist (default: skip them)")
     return parser
 
 
-def run(args):
-    check_outputs(args.npy_path, npy_path(args.npy_path))  # an existing folder is refused, not <folder>.npy
-    mask = tissue_mask(args.wsi_path, level=args.level, rgb_min=args.RGB_min)
-    path = save_npy(args.npy_path, mask)
+def mask_one(args, slide_path, output):
+    path, mask = write_tissue_mask(slide_path, output, level=args.level, rgb_min=args.RGB_min)
     logger.info("wrote %s: bool %s [x, y], %d tissue pixels", path, mask.shape, int(mask.sum()))
+
+
+def run(args):
+    if not names_many_slides(args.wsi_path):
+        check_outputs(args.npy_path, npy_path(args.npy_path))  # an existing folder is refused, not <folder>.npy
+        mask_one(args, args.wsi_path, args.npy_path)
+        return 0
+    out_dir = Path(args.npy_path)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir}: with many slides ({args.wsi_path}), NPY must be the output folder, not a file")
+    check_outputs(folders=[out_dir])
+    slides = sorted(list_slides(args.wsi_path), key=lambda p: (p.stem, str(p)))
+    todo = []
+    for slide in slides:
+        output = npy_path(out_dir / slide.stem)
+        header = npy_header(output) if output.exists() and not args.overwrite else None
+        if header is not None and len(header[0]) == 2 and header[1] == bool:
+            logger.info("%s: %s exists, skipped", slide.name, output)
+        else:  # missing, --overwrite, or not a complete 2-D bool mask (junk, a copy cut short): computed again
+            todo.append(slide)
+    if not todo:
+        return 0
+    return for_each_input(todo, lambda slide: mask_one(args, slide, out_dir / f"{slide.stem}.npy"),
+                          what="slides", empty=f"{args.wsi_path}: no slides")
 
 
 def main(argv=None):

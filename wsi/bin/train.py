@@ -38,6 +38,7 @@ from wsi.cli import ArgumentParser, check_outputs, count, probability, run_comma
 from wsi.config import DATASETS, load_config, save_config
 from wsi.data.image_producer import dataset_from_config
 from wsi.data.skipping import SkippingLoader, collate_grids
+from wsi.device import resolve_device
 from wsi.errors import InputError
 from wsi.model import build_model, grid_size, load_checkpoint, load_model_state, save_checkpoint
 
@@ -96,11 +97,9 @@ def init_distributed_mode():
 
 def select_device(args, world_size, local_rank):
     """``(device, device_ids)``: the device of this process and, for one process on several GPUs, their ids."""
-    use_cuda = torch.cuda.is_available() if args.device is None else args.device == "cuda"
-    if use_cuda and not torch.cuda.is_available():
-        raise InputError("--device cuda: CUDA is not available on this machine")
-    if not use_cuda:
-        return torch.device("cpu"), []
+    device = resolve_device(args.device)
+    if device.type != "cuda":
+        return device, []
     if world_size > 1:
         return torch.device("cuda", local_rank), [local_rank]
     try:

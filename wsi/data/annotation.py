@@ -240,9 +240,42 @@ def write_asap_xml(path, annotation=None, *, groups=None, color_positive="#F4FA5
         ET.ElementTree(root).write(handle, encoding="utf-8", xml_declaration=True)
 
 
-def load_annotations(json_dir):
-    """``{pid: Annotation}`` for every ``*.json`` in a folder; the pid is the file stem."""
+def is_normal_name(pid):
+    """Whether a slide's name says it is a normal slide (Camelyon16's ``Normal_*``)."""
+    return pid.lower().startswith("normal")
+
+
+def json_pids(json_dir):
+    """The stems of the ``*.json`` files of an annotation folder, sorted."""
     json_dir = Path(json_dir)
     if not json_dir.is_dir():
         raise AnnotationError(f"{json_dir}: no such annotation folder")
-    return {path.stem: Annotation.from_json(path) for path in sorted(json_dir.glob("*.json"))}
+    return sorted(p.stem for p in json_dir.glob("*.json"))
+
+
+def load_annotations(json_dir, pids=None, *, assume_normal=False, what="slide"):
+    """``{pid: Annotation}`` from an annotation folder ``<json_dir>/<pid>.json``; the pid is the file stem.
+
+    Without ``pids``, every ``*.json`` in the folder. With ``pids``, those slides: a pid without a JSON gets an
+    empty annotation (a normal slide) when its name says so (``Normal_*``) or ``assume_normal`` is set;
+    otherwise :class:`AnnotationError` names the missing file(s).
+    """
+    json_dir = Path(json_dir)
+    if pids is None:
+        return {pid: Annotation.from_json(json_dir / f"{pid}.json") for pid in json_pids(json_dir)}
+    if not json_dir.is_dir():
+        raise AnnotationError(f"{json_dir}: no such annotation folder")
+    annotations, missing = {}, []
+    for pid in pids:
+        path = json_dir / f"{pid}.json"
+        if path.is_file():
+            annotations[pid] = Annotation.from_json(path)
+        elif assume_normal or is_normal_name(pid):
+            annotations[pid] = Annotation(path=None)
+        else:
+            missing.append(pid)
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise AnnotationError(f"{json_dir / (missing[0] + '.json')}: no annotation for {what} {missing[0]}{more}; "
+                              f"only Normal_* slides may lack one (or pass --assume_normal)")
+    return annotations

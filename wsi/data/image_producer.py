@@ -38,7 +38,8 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-from wsi.data import sampling
+from wsi.constants import LABEL_MODES
+from wsi.data import labels as grid_rules
 from wsi.data.coords import read_coords
 from wsi.data.patches import check_wsi_dir, read_patch
 from wsi.data.skipping import UnreadableGrid
@@ -47,7 +48,6 @@ from wsi.errors import InputError
 
 #: ColorJitter(brightness, contrast, saturation, hue) of the original.
 JITTER = (64.0 / 255, 0.75, 0.25, 0.04)
-LABEL_MODES = ("positive", "positive_not_negative")
 
 
 class DatasetError(InputError):
@@ -76,11 +76,11 @@ def grid_labels(annotation, centres, image_size, patch_size, label_mode="positiv
 
     Returns ``[M, P, P]`` float32, axes (grid, row = y, col = x), rows and columns as in the image: 1 where the
     cell centre is inside a positive polygon (and, with ``label_mode="positive_not_negative"``, outside every
-    negative one). The rule is :func:`wsi.data.sampling.grid_labels`, shared with the coordinate sampler.
+    negative one). The rule is :func:`wsi.data.labels.grid_labels`, shared with the coordinate sampler.
     """
     if label_mode not in LABEL_MODES:
         raise ValueError(f"label_mode must be one of {LABEL_MODES}, got {label_mode!r}")
-    labels = sampling.grid_labels(annotation, np.asarray(centres).reshape(-1, 2), patch_size=patch_size,
+    labels = grid_rules.grid_labels(annotation, np.asarray(centres).reshape(-1, 2), patch_size=patch_size,
                                   patch_per_side=image_size // patch_size,
                                   exclude_negative=label_mode == "positive_not_negative")
     return labels.astype(np.float32)

@@ -21,10 +21,10 @@ import math
 
 import numpy as np
 
+from wsi.constants import CAMELYON16_MPP, EVALUATION_MASK_LEVEL
 from wsi.data.pyramid import pyramid_dimensions, write_pyramid
 
 TUMOUR = 255
-EVALUATION_MASK_LEVEL = 5  # the level the Camelyon16 FROC reads
 
 
 def fill_polygon(vertices, shape):
@@ -135,7 +135,7 @@ def render_mask_tile(annotation, downsample, x, y, w, h):
     return MaskRenderer(annotation).tile(downsample, x, y, w, h)
 
 
-def write_tumour_mask(path, annotation, width, height, mpp=0.243, tile_size=512, progress=None):
+def write_tumour_mask(path, annotation, width, height, mpp=CAMELYON16_MPP, tile_size=512, progress=None):
     """Write the Camelyon16-style ground-truth mask of ``annotation`` for a ``width`` × ``height`` slide.
 
     A grey, zlib-compressed (lossless) tiled pyramid that OpenSlide opens: level k is level 0 down-sampled by

@@ -16,26 +16,29 @@ import zlib
 import numpy as np
 import tifffile
 
+from wsi.constants import CAMELYON16_MPP
 from wsi.fileio import atomic_path
 
 
-def pyramid_dimensions(width, height, min_size=16, max_levels=10):
-    """Sizes (width, height) of each level: level k is level 0 divided by 2**k, rounded up.
+def pyramid_dimensions(width, height, min_size=16, max_levels=10, factor=2):
+    """Sizes (width, height) of each level: level k is level 0 divided by ``factor**k``, rounded up.
+
+    ``factor`` 2 gives Camelyon16-style pyramids; 4 gives Aperio-style ones (downsamples 1, 4, 16, 64).
 
     Levels stop once the larger side would fall under ``min_size`` or after ``max_levels`` levels.
     """
     dims = [(int(width), int(height))]
     while len(dims) < max_levels:
         w, h = dims[-1]
-        nw, nh = math.ceil(w / 2), math.ceil(h / 2)
+        nw, nh = math.ceil(w / factor), math.ceil(h / factor)
         if max(nw, nh) < min_size or (nw, nh) == (w, h):
             break
         dims.append((nw, nh))
     return dims
 
 
-def write_pyramid(path, render, width, height, *, channels=3, mpp=0.243, tile_size=256, compression="jpeg",
-                  min_size=16, max_levels=10, progress=None):
+def write_pyramid(path, render, width, height, *, channels=3, mpp=CAMELYON16_MPP, tile_size=256, compression="jpeg",
+                  min_size=16, max_levels=10, factor=2, progress=None):
     """Write a tiled pyramidal TIFF that OpenSlide opens with every level.
 
     Parameters
@@ -49,11 +52,12 @@ def write_pyramid(path, render, width, height, *, channels=3, mpp=0.243, tile_si
     channels : 3 for RGB slides, 1 for grey masks.
     mpp : microns per level-0 pixel, written as the TIFF resolution in pixels per centimetre.
     compression : ``'jpeg'`` (lossy, for slides) or ``'zlib'`` (lossless, for masks); any tifffile codec.
+    factor : downsample from one level to the next (2; 4 for an Aperio-style pyramid).
     progress : optional callable called with the number of tiles written after each tile.
 
     Returns the list of level sizes (width, height).
     """
-    dims = pyramid_dimensions(width, height, min_size=min_size, max_levels=max_levels)
+    dims = pyramid_dimensions(width, height, min_size=min_size, max_levels=max_levels, factor=factor)
     photometric = "rgb" if channels == 3 else "minisblack"
     shape_tail = (channels,) if channels == 3 else ()
     pixels_per_cm = 1e4 / mpp
@@ -103,7 +107,7 @@ def write_pyramid(path, render, width, height, *, channels=3, mpp=0.243, tile_si
     return dims
 
 
-def write_pyramid_from_array(path, image, *, mpp=0.243, compression="jpeg", **kwargs):
+def write_pyramid_from_array(path, image, *, mpp=CAMELYON16_MPP, compression="jpeg", **kwargs):
     """Write an in-memory image ``[h, w, 3]`` or ``[h, w]`` uint8 as a pyramid (tests, small crops).
 
     Reduced levels are area averages of level 0 (nearest for masks written with ``compression='zlib'``
@@ -113,7 +117,11 @@ def write_pyramid_from_array(path, image, *, mpp=0.243, compression="jpeg", **kw
     image = np.asarray(image, dtype=np.uint8)
     height, width = image.shape[:2]
     channels = 3 if image.ndim == 3 else 1
-    dims = pyramid_dimensions(width, height, **{k: kwargs[k] for k in ("min_size", "max_levels") if k in kwargs})
+    factor = kwargs.get("factor", 2)
+    if factor < 2 or factor & (factor - 1):
+        raise ValueError(f"factor must be a power of two, got {factor}")
+    dims = pyramid_dimensions(width, height, **{k: kwargs[k] for k in ("min_size", "max_levels", "factor")
+                                                 if k in kwargs})
     levels = [image]
     for level_w, level_h in dims[1:]:
         if resample == "nearest":
@@ -123,11 +131,14 @@ def write_pyramid_from_array(path, image, *, mpp=0.243, compression="jpeg", **kw
         else:
             # Mean of 2 × 2 blocks of the previous level (its last row/column repeated when odd): an exact area
             # average, and far faster than an anti-aliased resize of level 0 for every level.
+            # A factor of 4 is two halvings: ceil(ceil(w / 2) / 2) = ceil(w / 4), the level's size.
             prev = levels[-1]
-            pad = ((0, prev.shape[0] % 2), (0, prev.shape[1] % 2)) + ((0, 0),) * (prev.ndim - 2)
-            prev = np.pad(prev, pad, mode="edge").astype(np.float32)
-            blocks = prev.reshape((prev.shape[0] // 2, 2, prev.shape[1] // 2, 2) + prev.shape[2:])
-            levels.append(np.rint(blocks.mean(axis=(1, 3))).astype(np.uint8))
+            for _ in range(int(math.log2(factor))):
+                pad = ((0, prev.shape[0] % 2), (0, prev.shape[1] % 2)) + ((0, 0),) * (prev.ndim - 2)
+                prev = np.pad(prev, pad, mode="edge").astype(np.float32)
+                blocks = prev.reshape((prev.shape[0] // 2, 2, prev.shape[1] // 2, 2) + prev.shape[2:])
+                prev = np.rint(blocks.mean(axis=(1, 3))).astype(np.uint8)
+            levels.append(prev)
 
     def render(level, x, y, w, h):
         return levels[level][y:y + h, x:x + w]

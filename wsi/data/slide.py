@@ -14,7 +14,9 @@ import numpy as np
 import openslide
 from PIL import Image, UnidentifiedImageError
 
-from wsi.errors import WSIError
+from wsi.constants import SLIDE_SUFFIXES
+from wsi.errors import InputError, WSIError
+from wsi.fileio import read_text_lines
 
 
 class SlideError(WSIError):
@@ -176,7 +178,7 @@ def open_slide(path):
     return Slide(path)
 
 
-def find_slide(wsi_dir, pid, extensions=(".tif", ".tiff", ".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".bif")):
+def find_slide(wsi_dir, pid, extensions=SLIDE_SUFFIXES):
     """The slide file ``<wsi_dir>/<pid>.tif`` (the original's naming), else ``<pid>`` with another extension.
 
     Raises :class:`NotAFolderError` when ``wsi_dir`` is a file (the original's issues #8, #24).
@@ -189,3 +191,39 @@ def find_slide(wsi_dir, pid, extensions=(".tif", ".tiff", ".svs", ".ndpi", ".mrx
         if candidate.exists():
             return candidate
     raise SlideNotFoundError(f"{wsi_dir / (pid + '.tif')}: no such slide file")
+
+
+def list_slides(wsi):
+    """Slides of a folder (files with a slide suffix, hidden files skipped) or of a ``.txt`` list file.
+
+    A list file holds one slide path a line; relative paths are relative to the list file's folder; blank lines
+    and lines starting with ``#`` are skipped.
+    """
+    wsi = Path(wsi)
+    if wsi.is_dir():
+        slides = [p for p in wsi.iterdir()
+                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in SLIDE_SUFFIXES]
+        if not slides:
+            raise InputError(f"{wsi}: no slide files ({', '.join(SLIDE_SUFFIXES)}) in this folder")
+        return slides
+    if not wsi.is_file():
+        raise InputError(f"{wsi}: no such slide list file")
+    slides = []
+    # read_text_lines: a byte that is not UTF-8 is one line naming the file and the line
+    for number, line in enumerate(read_text_lines(wsi), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        path = Path(line) if Path(line).is_absolute() else wsi.parent / line
+        if not path.is_file():
+            raise InputError(f"{wsi}: line {number}: no such slide file {path}")
+        slides.append(path)
+    if not slides:
+        raise InputError(f"{wsi}: the slide list is empty")
+    return slides
+
+
+def names_many_slides(wsi):
+    """True when ``WSI`` names many slides: a folder or a ``.txt`` list file."""
+    wsi = Path(wsi)
+    return wsi.is_dir() or wsi.suffix.lower() == ".txt"

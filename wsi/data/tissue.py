@@ -11,7 +11,9 @@ import numpy as np
 from skimage.color import rgb2hsv
 from skimage.filters import threshold_otsu
 
+from wsi.arrays import ArrayInfo, check_made_from, load_array, save_array
 from wsi.data.slide import RegionReadError, Slide, open_slide
+from wsi.geometry import mask_geometry
 
 logger = logging.getLogger(__name__)
 
@@ -84,3 +86,33 @@ def read_level_or_name_tile(slide, level):
                                           f"tile at level-{level} pixel ({x}, {y}) of the mask level is "
                                           f"damaged ({err.reason})") from None
         raise whole from None
+
+
+def write_tissue_mask(slide_path, npy_path, level=6, rgb_min=50):
+    """Compute the tissue mask of a slide and save it as ``.npy`` with its sidecar (:mod:`wsi.arrays`).
+
+    Returns ``(path written, mask)``.
+    """
+    with open_slide(slide_path) as slide:
+        mask = tissue_mask(slide, level=level, rgb_min=rgb_min)
+        geometry = mask_geometry(slide.level_dimensions, slide.level_downsamples, mask.shape,
+                                 mask_name=str(npy_path), slide_name=str(slide_path))
+        info = ArrayInfo.of("tissue_mask", slide, geometry, rgb_min=int(rgb_min))
+    return save_array(npy_path, mask, info), mask
+
+
+def load_tissue_mask(path, slide, mmap=False):
+    """The tissue mask ``path`` (``.npy``, ``[x, y]``) of the open ``slide``: ``(bool mask, MaskGeometry)``.
+
+    Any non-zero value is tissue (the original used ``np.where(mask)``). One-line errors name the file: not a
+    finite 2-D boolean or numeric array (:func:`wsi.arrays.load_array`), a sidecar naming another slide, a shape
+    that fits none of the slide's scales (:func:`wsi.geometry.mask_geometry`). ``mmap=True`` checks without
+    reading a boolean mask (the array returned is then the memory map, not converted).
+    """
+    mask, info = load_array(path, "tissue mask", mmap=mmap)
+    check_made_from(info, slide, path)
+    geometry = mask_geometry(slide.level_dimensions, slide.level_downsamples, mask.shape, mask_name=str(path),
+                             slide_name=str(slide.path))
+    if not mmap and mask.dtype != bool:
+        mask = mask != 0
+    return mask, geometry

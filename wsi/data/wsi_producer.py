@@ -18,41 +18,8 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from wsi.data.slide import open_slide
-from wsi.errors import InputError
-from wsi.inference.geometry import GridSpec, mask_geometry
-from wsi.inference.tta import check_transform, transform_image
-
-
-class MaskError(InputError):
-    """A tissue mask file that cannot be used; the message names it."""
-
-
-def load_mask(path):
-    """Load a tissue mask saved by ``tissue_mask.py``: a 2-D ``[x, y]`` array; returns it as bool.
-
-    Any non-zero value is tissue (the original used ``np.where(mask)``). Raises :class:`MaskError` (one line
-    naming the file) for a missing file, a folder, a file that is not a ``.npy`` array, or an array that is not
-    2-D.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise MaskError(f"{path}: no such mask file")
-    if path.is_dir():
-        raise MaskError(f"{path}: is a folder, expected a tissue mask .npy file")
-    try:
-        mask = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
-        raise MaskError(f"{path}: not a NumPy .npy mask ({str(err).splitlines()[0] if str(err) else 'unreadable'})"
-                        ) from None
-    if not isinstance(mask, np.ndarray) or mask.ndim != 2:
-        shape = getattr(mask, "shape", None)
-        raise MaskError(f"{path}: expected a 2-D [x, y] tissue mask, got an array of shape {shape}")
-    if mask.dtype != bool and mask.dtype.kind not in "iuf":
-        raise MaskError(f"{path}: a tissue mask must be boolean or numeric, got dtype {mask.dtype}")
-    if mask.dtype.kind == "f" and not np.isfinite(mask).all():
-        bad = int(np.count_nonzero(~np.isfinite(mask)))
-        raise MaskError(f"{path}: {bad} of {mask.size} mask values are NaN or infinite (NaN would count as tissue)")
-    return mask if mask.dtype == bool else mask != 0
+from wsi.data.tissue import load_tissue_mask
+from wsi.geometry import GridSpec, check_transform, mask_geometry, transform_image
 
 
 class GridWSIPatchDataset(Dataset):
@@ -72,7 +39,7 @@ class GridWSIPatchDataset(Dataset):
         ``'NONE'``/``'FLIP_LEFT_RIGHT'`` and ``'NONE'``/``'ROTATE_90'``/``'ROTATE_180'``/``'ROTATE_270'``, PIL
         transposes applied to the whole region before cutting (flip first).
     geometry : MaskGeometry, optional
-        The mask's stride, when already computed (see :func:`wsi.inference.geometry.mask_geometry`).
+        The mask's stride, when already computed (see :func:`wsi.geometry.mask_geometry`).
 
     Items are ``(grid, xm, ym)``: ``grid`` float32 ``[G, 3, crop_size, crop_size]``, G = (image_size /
     patch_size)², nodes row-major with row = slide y; ``xm, ym`` the position in the mask. Positions come in the
@@ -83,16 +50,19 @@ class GridWSIPatchDataset(Dataset):
                  flip="NONE", rotate="NONE", geometry=None):
         check_transform(flip, rotate)
         self._wsi_path = Path(wsi_path)
-        self._mask = mask_path if isinstance(mask_path, np.ndarray) else load_mask(mask_path)
         self._grid = GridSpec(image_size, patch_size, crop_size)
         self._normalize = normalize
         self._flip, self._rotate = flip, rotate
         self._slide, self._slide_pid = None, None
-        if geometry is None:
+        if isinstance(mask_path, np.ndarray):
+            self._mask = mask_path
+            if geometry is None:
+                with open_slide(self._wsi_path) as slide:
+                    geometry = mask_geometry(slide.level_dimensions, slide.level_downsamples, self._mask.shape,
+                                             mask_name="the mask", slide_name=str(self._wsi_path))
+        else:
             with open_slide(self._wsi_path) as slide:
-                geometry = mask_geometry(slide.level_dimensions, slide.level_downsamples, self._mask.shape,
-                                         mask_name=str(mask_path) if not isinstance(mask_path, np.ndarray)
-                                         else "the mask", slide_name=str(self._wsi_path))
+                self._mask, geometry = load_tissue_mask(mask_path, slide)
         self.geometry = geometry
         self._x_idcs, self._y_idcs = np.where(self._mask)
 

@@ -6,12 +6,12 @@ Modules: :mod:`wsi.eval.detections` (the ``prob,x,y`` CSV), :mod:`wsi.eval.nms`,
 
 from wsi.eval.detections import DetectionsError, read_detections, write_detections
 from wsi.eval.froc import FROCError, FROCResult, evaluate_froc
-from wsi.eval.nms import ProbsMapError, load_probs_map, nms
+from wsi.eval.nms import nms
 from wsi.eval.slide_auc import SlideLabelsError, read_slide_labels, score_slides, slide_auc
 
 __all__ = [
     "DetectionsError", "read_detections", "write_detections",
     "FROCError", "FROCResult", "evaluate_froc",
-    "ProbsMapError", "load_probs_map", "nms",
+    "nms",
     "SlideLabelsError", "read_slide_labels", "score_slides", "slide_auc",
 ]

@@ -1,8 +1,8 @@
 """Exports for viewers: a heatmap image, QuPath GeoJSON and ASAP XML of detections and tumour contours.
 
 Frames: probability maps are ``[x, y]`` arrays (first axis x, the transpose of an image) at level ``level``,
-whose cell ``(i, j)`` has level-0 centre ``((i + 0.5)·2**level, (j + 0.5)·2**level)`` (the convention of
-``nms.py``). Every exported coordinate is a level-0 pixel (x = column, y = row), as QuPath and ASAP expect.
+whose cell ``(i, j)`` has level-0 centre ``((i + 0.5)·c, (j + 0.5)·c)`` for the map's cell size ``c``: its
+sidecar's stride, or ``2**level`` without one (the convention of ``nms.py``, :func:`wsi.arrays.cell_size`). Every exported coordinate is a level-0 pixel (x = column, y = row), as QuPath and ASAP expect.
 
 - Heatmap: the map transposed to an image (rows = y), coloured with a matplotlib colour map and blended over
   the slide's thumbnail where the map is non-zero; saved as a figure with a colour bar, or as the bare image at
@@ -26,7 +26,7 @@ import numpy as np
 
 from wsi.data.annotation import Polygon, write_asap_xml
 from wsi.errors import InputError
-from wsi.fileio import atomic_open, atomic_path
+from wsi.fileio import atomic_open, atomic_path, figure_format
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +57,12 @@ def heatmap_image(probs_map, background=None, cmap="jet", alpha=0.5, vmin=0.0, v
     return np.round(weight * colour + (1 - weight) * background).astype(np.uint8)
 
 
-def slide_background(slide_path, map_shape, level=6):
-    """The slide as an RGB image ``[Y, X, 3]`` matching an ``[X, Y]`` map of level ``level``.
+def slide_background(slide_path, map_shape, cell=64):
+    """The slide as an RGB image ``[Y, X, 3]`` matching an ``[X, Y]`` map of ``cell`` level-0 pixels per cell.
 
     Reads the slide's own level when its size equals the map's; otherwise resizes a thumbnail, provided the
-    slide's level-0 size divided by ``2**level`` is within one cell of the map's (else :class:`InputError`
-    with the numbers).
+    slide's level-0 size divided by ``cell`` is within one cell of the map's (else :class:`InputError` with the
+    numbers).
     """
     from PIL import Image
 
@@ -74,16 +74,16 @@ def slide_background(slide_path, map_shape, level=6):
             if tuple(dims) == (size_x, size_y):
                 return slide.read_level(index)
         width, height = slide.dimensions
-        expected = (width / 2 ** level, height / 2 ** level)
+        expected = (width / cell, height / cell)
         if abs(expected[0] - size_x) > 1 or abs(expected[1] - size_y) > 1:
-            raise InputError(f"{slide_path}: level-0 size {width}×{height} divided by 2**{level} is "
+            raise InputError(f"{slide_path}: level-0 size {width}×{height} divided by {cell:g} is "
                              f"{expected[0]:.1f}×{expected[1]:.1f}, but the probability map is {size_x}×{size_y} "
                              f"(x × y); give the map's --level")
         thumbnail = slide.get_thumbnail((size_x, size_y))
     return np.asarray(thumbnail.resize((size_x, size_y), Image.Resampling.BILINEAR))
 
 
-def write_heatmap(path, probs_map, slide_path=None, level=6, cmap="jet", alpha=0.5, plain=False, dpi=100,
+def write_heatmap(path, probs_map, slide_path=None, cell=64, cmap="jet", alpha=0.5, plain=False, dpi=100,
                   title=None):
     """Save the heatmap of an ``[x, y]`` map over its slide's thumbnail (when ``slide_path`` is given).
 
@@ -96,9 +96,9 @@ def write_heatmap(path, probs_map, slide_path=None, level=6, cmap="jet", alpha=0
     path = Path(path)
     if cmap not in matplotlib.colormaps:
         raise InputError(f"unknown colour map {cmap!r}; e.g. jet, viridis, inferno")
-    fmt = _pil_format(path) if plain else _figure_format(path)  # check before the work
+    fmt = _pil_format(path) if plain else figure_format(path)  # check before the work
     probs_map = np.asarray(probs_map)
-    background = slide_background(slide_path, probs_map.shape, level) if slide_path else None
+    background = slide_background(slide_path, probs_map.shape, cell) if slide_path else None
     image = heatmap_image(probs_map, background, cmap=cmap, alpha=alpha if background is not None else 1.0)
     if plain:
         from PIL import Image
@@ -111,7 +111,7 @@ def write_heatmap(path, probs_map, slide_path=None, level=6, cmap="jet", alpha=0
     from matplotlib.figure import Figure
 
     size_x, size_y = probs_map.shape
-    scale = 2 ** level
+    scale = cell
     width_in = 8.0
     figure = Figure(figsize=(width_in + 1.5, max(2.0, width_in * size_y / size_x)))
     axes = figure.add_subplot()
@@ -124,15 +124,6 @@ def write_heatmap(path, probs_map, slide_path=None, level=6, cmap="jet", alpha=0
     figure.colorbar(mappable, ax=axes, label="tumour probability", fraction=0.046, pad=0.04)
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
-
-
-def _figure_format(path):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    fmt = path.suffix.lstrip(".").lower() or "png"
-    if fmt not in FigureCanvasAgg.get_supported_filetypes():
-        raise InputError(f"{path}: cannot save a figure as {fmt!r}; use .png, .pdf or .svg")
-    return fmt
 
 
 def _pil_format(path):
@@ -152,7 +143,7 @@ def _signed_area(ring):
     return 0.5 * float(np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y))
 
 
-def tumour_contours(probs_map, threshold=0.5, level=6):
+def tumour_contours(probs_map, threshold=0.5, cell=64):
     """Tumour regions of an ``[x, y]`` map at ``threshold``: a list of ``(outer, [holes])`` rings.
 
     Each ring is a closed ``[N, 2]`` float array of level-0 (x, y) (first vertex repeated last). The
@@ -170,7 +161,7 @@ def tumour_contours(probs_map, threshold=0.5, level=6):
     for ring in find_contours(padded, level=threshold, positive_orientation="low"):
         if len(ring) < 4:
             continue
-        ring = (ring - 1 + 0.5) * 2 ** level  # padded index → cell index → level-0 centre coordinates
+        ring = (ring - 1 + 0.5) * cell  # padded index → cell index → level-0 centre coordinates
         (outers if _signed_area(ring) < 0 else holes).append(ring)
     outers.sort(key=lambda r: -abs(_signed_area(r)))
     regions = [(outer, []) for outer in outers]

@@ -27,14 +27,15 @@ import numpy as np
 from scipy import ndimage
 from skimage import measure
 
+from wsi.constants import CAMELYON16_MPP, EVALUATION_MASK_LEVEL
 from wsi.data.slide import LevelError, open_slide
 from wsi.errors import InputError
 from wsi.eval.detections import read_detections
+from wsi.fileio import figure_format
 
 log = logging.getLogger(__name__)
 
-EVALUATION_MASK_LEVEL = 5
-L0_RESOLUTION = 0.243  # µm per level-0 pixel of the Camelyon16 slides
+L0_RESOLUTION = CAMELYON16_MPP  # µm per level-0 pixel of the Camelyon16 slides
 FP_RATES = (0.25, 0.5, 1, 2, 4, 8)
 MASK_SUFFIXES = ("", "_Mask", "_mask")
 MASK_EXTENSIONS = (".tif", ".tiff")
@@ -325,12 +326,10 @@ def evaluate_froc(mask_dir, csv_dir, exclude=(), on_slide=None, resolution=L0_RE
 
 def check_plot_path(png_path):
     """Raise :class:`FROCError` unless matplotlib can save a figure in the format of ``png_path``'s suffix."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    fmt = Path(png_path).suffix.lstrip(".").lower() or "png"
-    if fmt not in FigureCanvasAgg.get_supported_filetypes():
-        raise FROCError(f"{png_path}: cannot save a plot as {fmt!r}; use .png, .pdf or .svg")
-    return fmt
+    try:
+        return figure_format(png_path, what="plot")
+    except InputError as err:
+        raise FROCError(str(err)) from None
 
 
 def plot_froc(result, png_path):

@@ -1,7 +1,8 @@
 """Non-maximum suppression of a probability map into tumour detections (the original ``nms.py``).
 
 The probability map is an ``[x, y]`` array (first axis = x, the transpose of an image) at level ``level``: cell
-``(i, j)`` is the level-0 square ``[i·2**level, (i+1)·2**level) × [j·2**level, (j+1)·2**level)``.
+``(i, j)`` is the level-0 square ``[i·2**level, (i+1)·2**level) × [j·2**level, (j+1)·2**level)`` in the original;
+here ``2**level`` is replaced by the map's own cell size when its sidecar gives one (:mod:`wsi.arrays`).
 
 The original's loop: while the map's maximum is strictly above ``prob_thred``, take the first cell (C order:
 smallest x, then smallest y) holding that maximum, emit ``(p, int((i + 0.5)·2**level), int((j + 0.5)·2**level))``
@@ -15,55 +16,13 @@ original's full-map ``max`` and ``where`` per detection, with identical output.
 """
 
 import logging
-from pathlib import Path
 
 import numpy as np
 
+from wsi.arrays import check_array
 from wsi.errors import InputError
 
 log = logging.getLogger(__name__)
-
-
-class ProbsMapError(InputError):
-    """A probability map that cannot be used; the message names the file and the problem."""
-
-
-def load_probs_map(path, mmap=False):
-    """Load a probability map ``.npy``: a finite, real, non-empty 2-D ``[x, y]`` array.
-
-    Raises :class:`ProbsMapError` naming the file for a missing or unreadable file, a pickled object, or an
-    array that is not 2-D, not numeric, empty or holds NaN / infinity. ``mmap=True`` memory-maps the file (the
-    finiteness check still reads it once).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ProbsMapError(f"{path}: no such probability map" + (" (it is a folder)" if path.is_dir() else ""))
-    try:
-        array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ProbsMapError(f"{path}: not a NumPy .npy array ({reason})") from None
-    if not isinstance(array, np.ndarray):  # an .npz archive
-        raise ProbsMapError(f"{path}: not a single .npy array (an .npz archive?)")
-    check_probs_map(array, path)
-    return array
-
-
-def check_probs_map(array, where="probability map"):
-    """Raise :class:`ProbsMapError` unless ``array`` is a finite, real, non-empty 2-D array."""
-    if array.ndim != 2:
-        raise ProbsMapError(f"{where}: expected a 2-D [x, y] probability map, got shape {tuple(array.shape)}")
-    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
-            or array.dtype == bool):
-        raise ProbsMapError(f"{where}: expected a real-valued probability map, got dtype {array.dtype}")
-    if array.size == 0:
-        raise ProbsMapError(f"{where}: the probability map is empty, shape {tuple(array.shape)}")
-    if np.issubdtype(array.dtype, np.floating):
-        bad = ~np.isfinite(array)
-        if bad.any():
-            i, j = np.argwhere(bad)[0]
-            raise ProbsMapError(f"{where}: the probability map holds {int(bad.sum())} non-finite values "
-                                f"(NaN or infinity), the first at [x={i}, y={j}]")
 
 
 def smooth(probs_map, sigma):
@@ -77,7 +36,7 @@ def smooth(probs_map, sigma):
     return probs_map
 
 
-def nms(probs_map, level=6, radius=12, prob_thred=0.5, sigma=0.0):
+def nms(probs_map, level=6, radius=12, prob_thred=0.5, sigma=0.0, cell=None):
     """Detections ``[(prob, x, y), ...]`` of an ``[x, y]`` probability map, in the original's order.
 
     Parameters
@@ -85,7 +44,10 @@ def nms(probs_map, level=6, radius=12, prob_thred=0.5, sigma=0.0):
     probs_map : ndarray ``[X, Y]``
         The map, first axis x (as ``probs_map.py`` writes it). Not modified.
     level : int
-        The map's level: cell ``(i, j)`` has level-0 centre ``(int((i + 0.5)·2**level), int((j + 0.5)·2**level))``.
+        The map's level: cell ``(i, j)`` has level-0 centre ``(int((i + 0.5)·2**level), int((j + 0.5)·2**level))``
+        (the original's rule, used when ``cell`` is None).
+    cell : float, optional
+        Level-0 pixels per map cell, from the map's sidecar (:func:`wsi.arrays.cell_size`); replaces ``2**level``.
     radius : int
         Half-size of the zeroed window ``[i − radius, i + radius)`` (in map cells, per axis); at least 1.
     prob_thred : float
@@ -104,10 +66,10 @@ def nms(probs_map, level=6, radius=12, prob_thred=0.5, sigma=0.0):
         raise InputError(f"--prob_thred must be at least 0, got {prob_thred}")
     if level < 0:
         raise InputError(f"--level must be at least 0, got {level}")
-    check_probs_map(np.asarray(probs_map))
+    check_array(np.asarray(probs_map), "probability map", "probability map")
     values = smooth(probs_map, sigma)
     size_x, size_y = values.shape
-    resolution = 2 ** int(level)
+    resolution = 2 ** int(level) if cell is None else cell
 
     flat = values.ravel()
     candidates = np.flatnonzero(flat > prob_thred)  # ascending = C order

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from wsi.errors import InputError
-from wsi.eval.nms import load_probs_map
+from wsi.arrays import load_array
 from wsi.fileio import atomic_open, read_text_lines
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def score_slides(map_dir, labels, score="max", k=100, exclude=()):
                     ", ".join(unlabelled[:10]) + (" ..." if len(unlabelled) > 10 else ""))
     rows = []
     for slide in slides:
-        probs_map = load_probs_map(map_dir / f"{slide}.npy", mmap=True)
+        probs_map, _ = load_array(map_dir / f"{slide}.npy", "probability map", mmap=True)
         rows.append((slide, slide_score(probs_map, score, k), labels[slide]))
     return rows
 

@@ -37,7 +37,7 @@ def faithful_probs_map(model, wsi_path, mask, grid, geometry, *, batch_size=20, 
         The tissue mask, x first.
     grid : GridSpec
     geometry : MaskGeometry
-        The mask's stride on the slide (:func:`~wsi.inference.geometry.mask_geometry`).
+        The mask's stride on the slide (:func:`~wsi.geometry.mask_geometry`).
     batch_size : int
         Grids per forward pass (the original: the config's batch_size × 2 = 20).
     num_workers : int

@@ -37,9 +37,9 @@ import torch
 from tqdm import tqdm
 
 from wsi.data.slide import open_slide
+from wsi.geometry import fast_mode_problem
 from wsi.inference.common import BusyClock, autocast, model_device
 from wsi.inference.damaged import positions_using, read_block_tolerant
-from wsi.inference.geometry import fast_mode_problem
 from wsi.inference.tta import grid_permutation, transform_patches, transforms
 from wsi.model.inference import as_input
 
@@ -226,7 +226,7 @@ def fast_probs_map(model, wsi_path, mask, grid, geometry, *, batch_size=180, num
     patches (not grids) per forward pass, ``num_workers``, the threads reading blocks ahead (0: read in this
     thread), and ``block_size``, the side in level-0 pixels of the blocks read at once. ``model`` may be an
     :func:`~wsi.model.inference.inference_model` (channels_last input is then given). Requires
-    :func:`~wsi.inference.geometry.fast_mode_problem` to be None (raises ValueError otherwise).
+    :func:`~wsi.geometry.fast_mode_problem` to be None (raises ValueError otherwise).
 
     ``stats`` (optional) gets the counts, and in ``extra``: ``needed_patches``, ``blocks``, ``cnn_seconds`` (time in
     the backbone), ``wall_seconds`` and ``cnn_busy`` (their ratio).

@@ -15,27 +15,24 @@ from pathlib import Path
 
 import torch
 
+from wsi.arrays import ArrayInfo, save_array
 from wsi.config import load_config
-from wsi.data.slide import SlideError, open_slide
-from wsi.data.wsi_producer import load_mask
+from wsi.data.slide import SlideError, list_slides, names_many_slides, open_slide
+from wsi.data.tissue import load_tissue_mask
+from wsi.device import resolve_device
 from wsi.errors import InputError
-from wsi.fileio import (check_writable, is_complete_npy, npy_header, npy_path, read_text_lines, remove_stale_temporaries,
-                        save_npy)
+from wsi.fileio import check_writable, is_complete_npy, npy_header, npy_path, remove_stale_temporaries
+from wsi.geometry import GridSpec, fast_mode_problem, mask_geometry
 from wsi.inference.common import InferenceStats
 from wsi.inference.damaged import failed_report_path, write_failed_report
 from wsi.inference.fast import BLOCK_SIZE, fast_probs_map
 from wsi.inference.faithful import faithful_probs_map
-from wsi.inference.geometry import GridSpec, fast_mode_problem, mask_geometry
 from wsi.inference.loader import ReadFailed
-from wsi.model import build_model
-from wsi.model.checkpoint import CheckpointError, load_checkpoint, load_model_state
-from wsi.model.inference import inference_model
+from wsi.model import inference_model, load_model
 
 logger = logging.getLogger(__name__)
 
 MODES = ("fast", "faithful")
-#: Suffixes of the slide files a folder of slides is scanned for (OpenSlide's single-file formats).
-SLIDE_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide")
 
 
 @dataclass(frozen=True)
@@ -47,49 +44,10 @@ class Job:
     output: Path
 
 
-# Model ---------------------------------------------------------------------------------------------------------
-def load_inference_model(ckpt_path, cfg, cfg_path, device):
-    """The config's network with the checkpoint's weights, in eval mode on ``device``.
-
-    Raises a one-line error when they do not belong together: a CRF in one and not the other, another
-    architecture or grid (from :func:`~wsi.model.checkpoint.load_model_state`), or a checkpoint that records a
-    training config with other image, patch or crop sizes than ``cfg``.
-    """
-    model = build_model(cfg, source=str(cfg_path))
-    ckpt = load_checkpoint(ckpt_path, map_location="cpu")
-    trained = ckpt.get("cfg")
-    if isinstance(trained, dict):
-        for key in ("image_size", "patch_size", "crop_size"):
-            if key in trained and key in cfg and trained[key] != cfg[key]:
-                raise CheckpointError(f"{ckpt_path}: trained with {key} {trained[key]} but {cfg_path} has "
-                                      f"{key} {cfg[key]}")
-    load_model_state(model, ckpt["state_dict"], source=str(ckpt_path))
-    return model.to(device).eval()
-
-
-def default_device():
-    """``cuda`` (this process's ``LOCAL_RANK`` under torchrun) when a GPU is present, else ``cpu``."""
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device("cpu")
-
-
-def resolve_device(device=None):
-    """``torch.device(device)``, or :func:`default_device` for None; a one-line error for a bad or absent device."""
-    if not device:
-        return default_device()
-    try:
-        device = torch.device(device)
-    except (RuntimeError, ValueError) as err:
-        raise InputError(f"--device {device!r}: not a torch device ({str(err).splitlines()[0]})") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device {device}: CUDA is not available here (use --device cpu)")
-    return device
-
-
 # One slide -----------------------------------------------------------------------------------------------------
 def compute_probs_map(model, wsi_path, mask, grid, *, mode="fast", batch_size=20, num_workers=5, eight_avg=False,
-                      amp=False, progress=True, stats=None, mask_name="the mask", block_size=BLOCK_SIZE):
+                      amp=False, progress=True, stats=None, mask_name="the mask", block_size=BLOCK_SIZE,
+                      geometry=None):
     """The probability map of one slide, float64 ``[X_mask, Y_mask]`` (x first), 0 off tissue.
 
     Parameters
@@ -105,14 +63,16 @@ def compute_probs_map(model, wsi_path, mask, grid, *, mode="fast", batch_size=20
     num_workers, eight_avg, amp, progress : see the command line.
     stats : InferenceStats, optional, filled with what was computed.
     mask_name : how errors name the mask.
+    geometry : MaskGeometry of the mask on the slide, when already known.
 
-    Raises :class:`~wsi.inference.geometry.GeometryError` when the mask does not fit the slide.
+    Raises :class:`~wsi.geometry.GeometryError` when the mask does not fit the slide.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    with open_slide(wsi_path) as slide:
-        geometry = mask_geometry(slide.level_dimensions, slide.level_downsamples, mask.shape,
-                                 mask_name=str(mask_name), slide_name=str(wsi_path))
+    if geometry is None:
+        with open_slide(wsi_path) as slide:
+            geometry = mask_geometry(slide.level_dimensions, slide.level_downsamples, mask.shape,
+                                     mask_name=str(mask_name), slide_name=str(wsi_path))
     num_nodes = getattr(getattr(model, "crf", None), "num_nodes", grid.num_nodes)
     if num_nodes != grid.num_nodes:
         raise InputError(f"the model's CRF has {num_nodes} nodes but the grid has {grid.num_nodes} "
@@ -131,49 +91,13 @@ def compute_probs_map(model, wsi_path, mask, grid, *, mode="fast", batch_size=20
 
 
 # Many slides ---------------------------------------------------------------------------------------------------
-def list_slides(wsi):
-    """Slides of a folder (files with a slide suffix, hidden files skipped) or of a ``.txt`` list file.
-
-    A list file holds one slide path a line; relative paths are relative to the list file's folder; blank lines
-    and lines starting with ``#`` are skipped.
-    """
-    wsi = Path(wsi)
-    if wsi.is_dir():
-        slides = [p for p in wsi.iterdir()
-                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in SLIDE_SUFFIXES]
-        if not slides:
-            raise InputError(f"{wsi}: no slide files ({', '.join(SLIDE_SUFFIXES)}) in this folder")
-        return slides
-    if not wsi.is_file():
-        raise InputError(f"{wsi}: no such slide list file")
-    slides = []
-    # read_text_lines: a byte that is not UTF-8 is one line naming the file and the line
-    for number, line in enumerate(read_text_lines(wsi), start=1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        path = Path(line) if Path(line).is_absolute() else wsi.parent / line
-        if not path.is_file():
-            raise InputError(f"{wsi}: line {number}: no such slide file {path}")
-        slides.append(path)
-    if not slides:
-        raise InputError(f"{wsi}: the slide list is empty")
-    return slides
-
-
-def is_many(wsi):
-    """True when ``WSI`` names many slides: a folder or a ``.txt`` list file."""
-    wsi = Path(wsi)
-    return wsi.is_dir() or wsi.suffix.lower() == ".txt"
-
-
 def plan_jobs(wsi, mask, npy):
     """The maps to compute, sorted by slide stem: one job for a slide file, one per slide for a folder or list.
 
     Raises :class:`~wsi.errors.InputError` (one line) when the arguments do not form a set: a folder of slides
     with a mask file, an output that is an existing file, two slides with the same stem.
     """
-    if not is_many(wsi):
+    if not names_many_slides(wsi):
         check_writable(npy)  # an existing folder is refused, not written beside as <folder>.npy
         check_writable(npy_path(npy))
         return [Job(Path(wsi), Path(mask), npy_path(npy))]
@@ -283,7 +207,7 @@ def run_probs_maps(wsi, ckpt, cfg_path, mask, npy, *, mode="fast", device=None, 
     if threads is not None and threads < 1:
         raise InputError(f"--threads {threads}: must be at least 1")
     device = resolve_device(device)
-    many = is_many(wsi)
+    many = names_many_slides(wsi)
     jobs = plan_jobs(wsi, mask, npy)
     shard = shard or shard_from_env()
     mine = select_shard(jobs, shard)
@@ -317,7 +241,7 @@ def run_probs_maps(wsi, ckpt, cfg_path, mask, npy, *, mode="fast", device=None, 
     if not todo:
         return MapsWritten(failed=failed)
     configure_backends(device, tf32=tf32, threads=threads)
-    model = load_inference_model(ckpt, cfg, cfg_path, device)
+    model = load_model(ckpt, cfg, device, source_cfg=str(cfg_path))
     if optimize or compile:
         model = inference_model(model, compile=compile)
     logger.info("device %s, %d torch threads, %s reader %s, CNN: %s", device, torch.get_num_threads(), num_workers,
@@ -327,13 +251,14 @@ def run_probs_maps(wsi, ckpt, cfg_path, mask, npy, *, mode="fast", device=None, 
     written = MapsWritten(failed=failed)
     for number, job in enumerate(todo, start=1):
         report = failed_report_path(job.output)
-        tissue = load_mask(job.mask)
         stats = InferenceStats()
         start = time.perf_counter()
         try:
+            with open_slide(job.slide) as slide:
+                tissue, geometry = load_tissue_mask(job.mask, slide)
             probs_map = compute_probs_map(model, job.slide, tissue, grid, mode=mode, batch_size=batch_size,
                                           num_workers=num_workers, eight_avg=eight_avg, amp=amp,
-                                          progress=progress, stats=stats, mask_name=job.mask)
+                                          progress=progress, stats=stats, mask_name=job.mask, geometry=geometry)
             if stats.failed and len(stats.failed) >= stats.positions:  # a map of zeros is no map
                 first = stats.failed[min(stats.failed)]
                 raise SlideError(f"{job.slide}: none of its {stats.positions} tissue positions could be read "
@@ -348,7 +273,10 @@ def run_probs_maps(wsi, ckpt, cfg_path, mask, npy, *, mode="fast", device=None, 
             written.failed.append((job.slide, str(err)))
             continue
         seconds = time.perf_counter() - start
-        written.append(save_npy(job.output, probs_map))
+        with open_slide(job.slide) as slide:
+            info = ArrayInfo.of("probs_map", slide, geometry, ckpt=str(ckpt), cfg=str(cfg_path), mask=str(job.mask),
+                                mode=stats.mode, eight_avg=bool(eight_avg))
+        written.append(save_array(job.output, probs_map, info))
         logger.info("%s (%d/%d): %d tissue positions, %s mode, %.1f s (%.1f positions/s), %.2f CNN evaluations "
                     "per position, CNN busy %.0f%% of the time -> %s", job.slide.name, number, len(todo),
                     stats.positions, stats.mode, seconds, stats.positions / max(seconds, 1e-9),

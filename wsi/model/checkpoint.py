@@ -27,7 +27,7 @@ import torch
 
 from wsi.errors import WSIError
 from wsi.fileio import atomic_path
-from wsi.model import build_model
+from wsi.model.build import build_model
 
 logger = logging.getLogger(__name__)
 
@@ -263,10 +263,18 @@ def load_model(ckpt_path, cfg, device="cpu", source_cfg="the config"):
 
     Works for the original NCRF's ``ckpt/resnet18_crf.ckpt`` (with ``configs/resnet18_crf.json``) and
     ``ckpt/resnet18_base.ckpt`` (with ``configs/resnet18_base.json``) as well as ours. Raises
-    :class:`CheckpointError` or :class:`~wsi.errors.InputError` with one line.
+    :class:`CheckpointError` or :class:`~wsi.errors.InputError` with one line when they do not belong together:
+    a CRF in one and not the other, another architecture or grid (:func:`load_model_state`), or a checkpoint
+    that records a training config with other image, patch or crop sizes than ``cfg``.
     """
     model = build_model(cfg, source=source_cfg)
     ckpt = load_checkpoint(ckpt_path, map_location="cpu")
+    trained = ckpt.get("cfg")
+    if isinstance(trained, dict):
+        for key in ("image_size", "patch_size", "crop_size"):
+            if key in trained and key in cfg and trained[key] != cfg[key]:
+                raise CheckpointError(f"{ckpt_path}: trained with {key} {trained[key]} but {source_cfg} has "
+                                      f"{key} {cfg[key]}")
     load_model_state(model, ckpt["state_dict"], source=str(ckpt_path))
     return model.to(device).eval()
 

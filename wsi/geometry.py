@@ -1,4 +1,7 @@
-"""Geometry of whole-slide inference: the mask's stride on the slide, the grid of patches, fast-mode exactness.
+"""Geometry shared by every stage: masks on slides, grids of patches, crops, flips and rotations.
+
+The bottom of the package (beside :mod:`wsi.errors` and :mod:`wsi.fileio`): sampling, training and inference
+all take their geometry from here.
 
 A tissue mask (and the probability map made from it) is an ``[x, y]`` array: mask pixel ``(xm, ym)`` covers
 level-0 pixels ``[xm·s, (xm+1)·s) × [ym·s, (ym+1)·s)`` for the stride ``s`` (level-0 pixels per mask pixel),
@@ -14,6 +17,9 @@ gives both shapes and both ratios.
 
 import math
 from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
 
 from wsi.errors import InputError
 
@@ -51,6 +57,25 @@ class MaskGeometry:
     def centre(self, xm, ym):
         """Level-0 centre ``(int((xm + 0.5)·s), int((ym + 0.5)·s))`` of mask pixel ``(xm, ym)`` (the original's)."""
         return int((xm + 0.5) * self.stride), int((ym + 0.5) * self.stride)
+
+    @property
+    def scale(self):
+        """Level-0 pixels per mask pixel along x and y, ``slide_size / mask_shape``: where the stride is rounded
+        (level sizes rounded up), the two differ slightly. Sampling uses it to spread centres over the whole
+        slide; maps use ``stride``, as the original."""
+        return self.slide_size[0] / self.mask_shape[0], self.slide_size[1] / self.mask_shape[1]
+
+    def pixel(self, points):
+        """Int ``[M, 2]``: the mask pixel (i, j) holding each level-0 point ``[M, 2]`` (by ``scale``), clipped."""
+        points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        ij = np.floor(points / np.array(self.scale)).astype(np.int64)
+        return np.clip(ij, 0, np.array(self.mask_shape) - 1)
+
+    def jitter(self, pixels, rng):
+        """Int ``[M, 2]``: a uniformly random integer level-0 point inside each mask pixel (i, j) ``[M, 2]``."""
+        u = rng.random((len(pixels), 2))
+        points = np.floor((np.asarray(pixels) + u) * np.array(self.scale)).astype(np.int64)
+        return np.minimum(points, np.array(self.slide_size) - 1)
 
 
 def _fits(size, mask_size, stride):
@@ -100,8 +125,8 @@ def mask_geometry(level_dimensions, level_downsamples, mask_shape, *, mask_name=
     lo = max(x_slide / (x_mask + 1), y_slide / (y_mask + 1))
     hi = min(x_slide / (x_mask - 1) if x_mask > 1 else math.inf, y_slide / (y_mask - 1) if y_mask > 1 else math.inf)
     if lo >= hi:
-        why = ("differ between the axes by more than one mask pixel of rounding (a mask made for another slide, "
-               "or level sizes misreported as by OpenSlide 3.4.0)")
+        why = ("differ between the axes by more than one mask pixel of rounding (is the array transposed?): masks "
+               "are [x, y]; else a mask made for another slide, or level sizes misreported as by OpenSlide 3.4.0")
     else:
         downsamples = ", ".join(f"{d:.6g}" for d in level_downsamples)
         why = f"match neither a power of two nor the slide's level downsamples ({downsamples})"
@@ -198,3 +223,55 @@ def fast_mode_problem(geometry, grid, eight_avg=False):
         return (f"with --eight_avg, patch_size − crop_size = {grid.patch_size - grid.crop_size} must be even "
                 "(crops centred in their cells)")
     return None
+
+
+def grid_points(centres, patch_size, patch_per_side):
+    """Level-0 cell centres of the grids around ``centres`` ``[M, 2]`` (x, y): ``[M, n, n, 2]``.
+
+    Axis 1 is the row (y offset), axis 2 the column (x offset), both in ``-(n//2)·p … +(n//2)·p``: the
+    original's ``top_left + int((idx + 0.5)·patch_size)`` with ``top_left = centre - n·p/2``.
+    """
+    centres = np.asarray(centres, dtype=np.int64).reshape(-1, 2)
+    image_size = patch_size * patch_per_side
+    offsets = np.array([int((k + 0.5) * patch_size) - image_size // 2 for k in range(patch_per_side)])
+    xs = centres[:, 0, None, None] + offsets[None, None, :]
+    ys = centres[:, 1, None, None] + offsets[None, :, None]
+    return np.stack(np.broadcast_arrays(xs, ys), axis=-1)
+
+
+# Flips and rotations ---------------------------------------------------------------------------------------------
+
+#: The original's eight (flip, rotate) pairs, in the order it computes and sums them (``--eight_avg``).
+TRANSFORMS = (
+    ("NONE", "NONE"), ("NONE", "ROTATE_90"), ("NONE", "ROTATE_180"), ("NONE", "ROTATE_270"),
+    ("FLIP_LEFT_RIGHT", "NONE"), ("FLIP_LEFT_RIGHT", "ROTATE_90"), ("FLIP_LEFT_RIGHT", "ROTATE_180"),
+    ("FLIP_LEFT_RIGHT", "ROTATE_270"),
+)
+FLIPS = ("NONE", "FLIP_LEFT_RIGHT")
+ROTATES = ("NONE", "ROTATE_90", "ROTATE_180", "ROTATE_270")
+QUARTER_TURNS = {"NONE": 0, "ROTATE_90": 1, "ROTATE_180": 2, "ROTATE_270": 3}
+
+
+def check_transform(flip, rotate):
+    if flip not in FLIPS:
+        raise ValueError(f"flip must be one of {FLIPS}, got {flip!r}")
+    if rotate not in ROTATES:
+        raise ValueError(f"rotate must be one of {ROTATES}, got {rotate!r}")
+
+
+def transform_image(image, flip, rotate):
+    """Apply the original's PIL transposes to a PIL image: flip left-right first, then rotate counter-clockwise."""
+    check_transform(flip, rotate)
+    if flip == "FLIP_LEFT_RIGHT":
+        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    if rotate != "NONE":
+        image = image.transpose(getattr(Image.Transpose, rotate))
+    return image
+
+
+def transform_array(array, flip, rotate, axes=(0, 1)):
+    """The same transform on an array whose ``axes`` are (rows, cols): ``np.fliplr`` then ``np.rot90`` (CCW)."""
+    check_transform(flip, rotate)
+    if flip == "FLIP_LEFT_RIGHT":
+        array = np.flip(array, axis=axes[1])
+    return np.rot90(array, QUARTER_TURNS[rotate], axes=axes)

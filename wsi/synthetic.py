@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from skimage.measure import points_in_poly
 
+from wsi.constants import CAMELYON16_MPP
 from wsi.data.annotation import Annotation, Polygon, write_asap_xml
 from wsi.data.mask import MaskRenderer, fill_polygons_tile, polygon_arrays, write_tumour_mask
 from wsi.data.pyramid import write_pyramid
@@ -452,7 +453,7 @@ def _place_lymphoid(seed, tissue, tumour_blobs, count):
 
 
 def make_synthetic_slide(slide_path, *, width=4096, height=4096, seed=0, num_tumours=2, tumour_size=(1300, 2000),
-                         with_hole=False, normal=False, mpp=0.243, xml_path=None, mask_path=None, json_path=None,
+                         with_hole=False, normal=False, mpp=CAMELYON16_MPP, xml_path=None, mask_path=None, json_path=None,
                          tissue_fraction=None, tile_size=256, progress=None, lymphoid=0):
     """Write a synthetic slide (and, when paths are given, its ASAP XML, ground-truth mask and JSON).
 
