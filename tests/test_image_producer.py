@@ -12,7 +12,19 @@ from wsi.bin.patch_gen import main as patch_gen
 from wsi.data.annotation import Annotation, Polygon
 from wsi.data.coords import read_coords, write_coords
 from wsi.data.image_producer import (JITTER, DatasetError, GridDraws, GridImageDataset, GridSlideDataset,
-                                     color_jitter, crop_offsets, draw_augmentation, grid_labels, make_grid)
+                                     color_jitter, draw_augmentation, make_grid)
+from wsi.data.labels import grid_labels
+from wsi.geometry import GridSpec
+
+
+def crop_offsets(image_size, patch_size, crop_size):
+    return GridSpec(image_size, patch_size, crop_size).crop_offsets()
+
+
+def training_labels(annotation, centres, image_size, patch_size, label_mode="positive"):
+    """The datasets' labels of the grids at ``centres``: the one rule (wsi.data.labels), as float32."""
+    return grid_labels(annotation, np.asarray(centres).reshape(-1, 2), patch_size, image_size // patch_size,
+                       exclude_negative=label_mode == "positive_not_negative").astype(np.float32)
 from wsi.synthetic import make_synthetic_slide
 
 # The contract's statistics of the shipped validation lists (§4.2), per position in row-major order.
@@ -35,7 +47,7 @@ def reference_labels(name, label_mode="positive", pids=None):
         annotations[pid] = Annotation.from_json(JSONS / "valid" / f"{pid}.json")
         index = [i for i, _, _ in items]
         centres = np.array([(x, y) for _, x, y in items])
-        labels[index] = grid_labels(annotations[pid], centres, 768, 256, label_mode).reshape(-1, 9)
+        labels[index] = training_labels(annotations[pid], centres, 768, 256, label_mode).reshape(-1, 9)
     return rows, labels, annotations
 
 
@@ -70,8 +82,8 @@ def test_labels_on_the_real_validation_polygons():
 def test_label_grid_rows_follow_y_and_columns_follow_x():
     # A tumour covering only x >= 1000 and y < 1000: the right column of the top row... as an image.
     annotation = Annotation([Polygon("t", [[1000, 0], [3000, 0], [3000, 1000], [1000, 1000]])], [])
-    labels = grid_labels(annotation, (1000, 1000), 768, 256)
-    assert labels.shape == (1, 3, 3) and labels.dtype == np.float32
+    labels = grid_labels(annotation, [(1000, 1000)], 256, 3)
+    assert labels.shape == (1, 3, 3) and labels.dtype == bool
     assert labels[0].tolist() == [[0, 1, 1], [0, 1, 1], [0, 0, 0]]
 
 
@@ -178,7 +190,7 @@ def test_png_and_on_the_fly_datasets_give_identical_tensors(grid_data):
             assert torch.equal(a, b) and torch.equal(la, lb)
     # Labels before augmentation are the annotation's, and augmentation only permutes them.
     for i, (_, x, y) in enumerate(rows):
-        expected = grid_labels(annotation, (x, y), 192, 64)[0]
+        expected = training_labels(annotation, (x, y), 192, 64)[0]
         assert np.array_equal(png.labels(i), expected)
         assert sorted(png[i][1].tolist()) == sorted(expected.ravel().tolist())
     assert png.labels(0).all() and not png.labels(2).any()

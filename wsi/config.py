@@ -38,6 +38,7 @@ from pathlib import Path
 
 from wsi.constants import DEFAULT_LABEL_MODE, LABEL_MODES, MODEL_NAMES
 from wsi.errors import InputError
+from wsi.geometry import GeometryError, GridSpec
 from wsi.fileio import atomic_open
 
 #: The four datasets a training run reads, in the original's order.
@@ -163,11 +164,10 @@ def validate_config(cfg, path="config", check_paths=False):
     for key in ("batch_size", "image_size", "patch_size", "crop_size", "epoch", "log_every"):
         if cfg[key] < 1:
             raise ConfigError(f"{path}: key {key!r} must be at least 1, got {cfg[key]}")
-    if cfg["image_size"] % cfg["patch_size"] != 0:
-        raise ConfigError(f"{path}: image_size {cfg['image_size']} is not a multiple of patch_size "
-                          f"{cfg['patch_size']}")
-    if cfg["crop_size"] > cfg["patch_size"]:
-        raise ConfigError(f"{path}: crop_size {cfg['crop_size']} is larger than patch_size {cfg['patch_size']}")
+    try:
+        GridSpec.from_config(cfg, source=path)  # image_size a multiple of patch_size, crop_size <= patch_size
+    except GeometryError as err:
+        raise ConfigError(str(err)) from None
     if not cfg["lr"] > 0:
         raise ConfigError(f"{path}: key 'lr' must be positive, got {cfg['lr']}")
     if not cfg["momentum"] >= 0:

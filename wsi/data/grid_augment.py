@@ -21,6 +21,8 @@ level before scaling (README, "Differences from the original", gives the measure
 
 import torch
 
+from wsi.geometry import GridSpec
+
 #: Layout of a packed draws vector: order (4 entries), brightness, contrast, saturation, hue, flip, rotate, jitter.
 DRAW_FIELDS = 11
 _ORDER, _FACTORS, _FLIP, _ROTATE, _JITTER = slice(0, 4), slice(4, 8), 8, 9, 10
@@ -169,14 +171,12 @@ def augment_grids(images, draws, patch_size, crop_size, normalize=True, channels
 
     Returns ``[B, G, 3, C, C]`` float32 on the images' device, crop ``i = row·P + col`` as ``make_grid``.
     """
-    from wsi.data.image_producer import crop_offsets
-
     draws = draws.cpu()
     batch = images.permute(0, 3, 1, 2).to(torch.float32)  # [B, 3, S, S]
     if bool((draws[:, _JITTER] != 0).any()):
         batch = color_jitter(batch, draws)
     batch = orient(batch, draws)
-    offsets = crop_offsets(images.shape[1], patch_size, crop_size)
+    offsets = GridSpec(images.shape[1], patch_size, crop_size).crop_offsets()
     grids = torch.stack([batch[:, :, r:r + crop_size, c:c + crop_size] for r in offsets for c in offsets], 1)
     if normalize:
         grids = (grids - 128.0) / 128.0

@@ -39,12 +39,14 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 
 from wsi.constants import LABEL_MODES
-from wsi.data import labels as grid_rules
+from wsi.data.annotation import load_annotations
 from wsi.data.coords import read_coords
+from wsi.data.labels import grid_labels
 from wsi.data.patches import check_wsi_dir, read_patch
 from wsi.data.skipping import UnreadableGrid
 from wsi.data.slide import SlideError, SlideNotFoundError, find_slide, open_slide
 from wsi.errors import InputError
+from wsi.geometry import GeometryError, GridSpec
 
 #: ColorJitter(brightness, contrast, saturation, hue) of the original.
 JITTER = (64.0 / 255, 0.75, 0.25, 0.04)
@@ -63,27 +65,6 @@ class UnreadableImage(Exception):
 
     def __reduce__(self):
         return type(self), (self.where, self.reason)
-
-
-# Geometry and labels ---------------------------------------------------------------------------------------------
-def crop_offsets(image_size, patch_size, crop_size):
-    """Start offset of the crop in each cell along one axis: ``int((i + 0.5)·patch_size − crop_size/2)``."""
-    return [int((i + 0.5) * patch_size - crop_size / 2) for i in range(image_size // patch_size)]
-
-
-def grid_labels(annotation, centres, image_size, patch_size, label_mode="positive"):
-    """Labels of the cells of the grids centred on ``centres`` (one (x, y) or ``[M, 2]`` level-0 points).
-
-    Returns ``[M, P, P]`` float32, axes (grid, row = y, col = x), rows and columns as in the image: 1 where the
-    cell centre is inside a positive polygon (and, with ``label_mode="positive_not_negative"``, outside every
-    negative one). The rule is :func:`wsi.data.labels.grid_labels`, shared with the coordinate sampler.
-    """
-    if label_mode not in LABEL_MODES:
-        raise ValueError(f"label_mode must be one of {LABEL_MODES}, got {label_mode!r}")
-    labels = grid_rules.grid_labels(annotation, np.asarray(centres).reshape(-1, 2), patch_size=patch_size,
-                                  patch_per_side=image_size // patch_size,
-                                  exclude_negative=label_mode == "positive_not_negative")
-    return labels.astype(np.float32)
 
 
 # Augmentation, normalisation and cropping (one place for both datasets) ------------------------------------------
@@ -171,7 +152,7 @@ def make_grid(image, labels, patch_size, crop_size, draws=None, normalize=True):
     chw = np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.float32)
     if normalize:
         chw = (chw - 128.0) / 128.0
-    offsets = crop_offsets(size, patch_size, crop_size)
+    offsets = GridSpec(size, patch_size, crop_size).crop_offsets()
     crops = np.stack([chw[:, r:r + crop_size, c:c + crop_size] for r in offsets for c in offsets])
     return torch.from_numpy(crops), torch.from_numpy(np.ascontiguousarray(labels).reshape(-1).copy())
 
@@ -193,20 +174,18 @@ def dataset_from_config(cfg, name, *, seed=None, augment=True, normalize=True, r
 
 
 def _annotation_files(json_path, rows, source):
-    """``{pid: Annotation}`` for the pids of ``rows``; slide ids are the ``*.json`` file stems of ``json_path``."""
-    from wsi.data.annotation import Annotation
-
+    """``{pid: Annotation}`` for the pids of ``rows`` (:func:`wsi.data.annotation.load_annotations`); every listed
+    slide needs its ``<pid>.json``, as in the original, and a missing one is named with its first line."""
     json_path = Path(json_path)
     if not json_path.is_dir():
         raise DatasetError(f"{json_path}: no such annotation folder")
-    files = {path.stem: path for path in json_path.glob("*.json")}
-    annotations = {}
+    first_line = {}
     for number, (pid, _, _) in enumerate(rows, start=1):
-        if pid not in annotations:
-            if pid not in files:
-                raise DatasetError(f"{source}: line {number}: slide {pid!r} has no annotation {json_path / pid}.json")
-            annotations[pid] = Annotation.from_json(files[pid])
-    return annotations
+        first_line.setdefault(pid, number)
+    for pid, number in first_line.items():
+        if not (json_path / f"{pid}.json").is_file():
+            raise DatasetError(f"{source}: line {number}: slide {pid!r} has no annotation {json_path / pid}.json")
+    return load_annotations(json_path, list(first_line))
 
 
 class _GridDataset(torch.utils.data.Dataset):
@@ -214,10 +193,10 @@ class _GridDataset(torch.utils.data.Dataset):
 
     def __init__(self, rows, json_path, img_size, patch_size, crop_size, normalize, label_mode, augment, seed,
                  source, raw=False):
-        if img_size % patch_size != 0:
-            raise DatasetError(f"image size {img_size} is not a multiple of patch size {patch_size}")
-        if crop_size > patch_size:
-            raise DatasetError(f"crop size {crop_size} is larger than patch size {patch_size}")
+        try:
+            self.grid = GridSpec(img_size, patch_size, crop_size)
+        except GeometryError as err:
+            raise DatasetError(f"{source}: {str(err).removeprefix('the config: ')}") from None
         if label_mode not in LABEL_MODES:
             raise DatasetError(f"label_mode must be one of {LABEL_MODES}, got {label_mode!r}")
         self._coords = rows
@@ -260,7 +239,9 @@ class _GridDataset(torch.utils.data.Dataset):
     def labels(self, idx):
         """Label grid ``[P, P]`` float32 (row = y, col = x) of item ``idx``, before augmentation."""
         pid, x, y = self._coords[idx]
-        return grid_labels(self._annotations[pid], (x, y), self._img_size, self._patch_size, self._label_mode)[0]
+        labels = grid_labels(self._annotations[pid], [(x, y)], self._patch_size, self.patch_per_side,
+                             exclude_negative=self._label_mode == "positive_not_negative")
+        return labels[0].astype(np.float32)
 
     def read_image(self, idx):
         """The grid image of item ``idx``, a PIL RGB image of ``img_size``² pixels."""
@@ -416,5 +397,5 @@ class GridSlideDataset(_GridDataset):
 
 
 __all__ = ["DatasetError", "GridDraws", "GridImageDataset", "GridSlideDataset", "JITTER", "LABEL_MODES",
-           "color_jitter", "crop_offsets", "dataset_from_config", "draw_augmentation", "grid_labels", "make_grid",
+           "color_jitter", "dataset_from_config", "draw_augmentation", "make_grid",
            "orient"]
