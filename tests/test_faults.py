@@ -261,12 +261,12 @@ def test_probs_map_folder_goes_on_after_a_slide_that_cannot_be_opened(world, tmp
     argv = [wsi, world / "model.ckpt", world / "cfg.json", masks, out, "--num_workers", "0"]
     status, err = call(probs_map.main, argv, capsys)
     assert status == 1 and "Traceback" not in err
-    assert sorted(p.name for p in out.iterdir()) == ["A.npy", "B.failed.txt", "C.npy"]
+    assert sorted(p.name for p in out.iterdir()) == ["A.json", "A.npy", "B.failed.txt", "C.json", "C.npy"]
     assert "no map" in (out / "B.failed.txt").read_text()
     # A re-run skips A and C, tries B again, and still says so.
     status, err = call(probs_map.main, argv, capsys)
     assert status == 1
-    assert sorted(p.name for p in out.iterdir()) == ["A.npy", "B.failed.txt", "C.npy"]
+    assert sorted(p.name for p in out.iterdir()) == ["A.json", "A.npy", "B.failed.txt", "C.json", "C.npy"]
 
 
 def test_tissue_mask_names_the_damaged_tile(world, tmp_path, capsys):
@@ -485,7 +485,7 @@ def test_probs_map_stopped_then_rerun(world, tmp_path, capsys, stop, workers):
     assert (out / "S0.npy").exists() and not (out / "S2.npy").exists()
     status, err = call(probs_map.main, argv, capsys)
     assert status == 0, err
-    assert sorted(p.name for p in out.iterdir()) == ["S0.npy", "S1.npy", "S2.npy"]
+    assert sorted(p.name for p in out.iterdir()) == ["S0.json", "S0.npy", "S1.json", "S1.npy", "S2.json", "S2.npy"]
 
 
 # 6. Junk in an output folder ------------------------------------------------------------------------------------------
@@ -524,7 +524,8 @@ def test_probs_map_junk_outputs_are_recomputed_and_stale_temporaries_removed(wor
     for stem in "ABCD":
         probs = np.load(out / f"{stem}.npy")
         assert probs.shape == shape and probs.dtype == np.float64 and np.count_nonzero(probs) > 0
-    assert sorted(p.name for p in out.iterdir()) == sorted([*live, "A.npy", "B.npy", "C.npy", "D.npy"])
+    maps = [f"{stem}{suffix}" for stem in "ABCD" for suffix in (".npy", ".json")]  # each map and its sidecar
+    assert sorted(p.name for p in out.iterdir()) == sorted([*live, *maps])
 
 
 def test_patch_gen_junk_pngs_are_rewritten_and_stale_temporaries_removed(world, tmp_path, capsys):

@@ -104,7 +104,8 @@ def test_cli_bad_input_one_line_error_no_output(cmu_pyramid, tmp_path, capsys, c
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("tissue_mask: error: ") and "\n" not in err
-    expected = {"missing": "Tumor_404.tif: no such slide file", "folder": "notes.tif: not a slide OpenSlide can read",  # folder mode names the bad file
+    # A folder is the folder mode, whose error names the file in it that is no slide.
+    expected = {"missing": "Tumor_404.tif: no such slide file", "folder": "notes.tif: not a slide OpenSlide can read",
                 "not_a_slide": "notes.tif: not a slide", "bad_level": "no level 12; the slide has levels [0, 1, 2"}
     assert expected[case] in err
     assert not out.exists() and not list(tmp_path.glob("*.npy")) and not list(tmp_path.glob(".*"))

@@ -453,8 +453,8 @@ def _place_lymphoid(seed, tissue, tumour_blobs, count):
 
 
 def make_synthetic_slide(slide_path, *, width=4096, height=4096, seed=0, num_tumours=2, tumour_size=(1300, 2000),
-                         with_hole=False, normal=False, mpp=CAMELYON16_MPP, xml_path=None, mask_path=None, json_path=None,
-                         tissue_fraction=None, tile_size=256, progress=None, lymphoid=0):
+                         with_hole=False, normal=False, mpp=CAMELYON16_MPP, xml_path=None, mask_path=None,
+                         json_path=None, tissue_fraction=None, tile_size=256, progress=None, lymphoid=0):
     """Write a synthetic slide (and, when paths are given, its ASAP XML, ground-truth mask and JSON).
 
     Parameters

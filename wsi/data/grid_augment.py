@@ -54,8 +54,8 @@ def _blend(degenerate, image, factor):
 
 
 def pil_grey(images):
-    """Pillow's ``convert("L")``, ``(19595·R + 38470·G + 7471·B + 2¹⁵) >> 16``: ``[N, 3, H, W]`` → ``[N, 1, H, W]``
-    float32."""
+    """Pillow's ``convert("L")``, ``(19595·R + 38470·G + 7471·B + 2¹⁵) >> 16``:
+    ``[N, 3, H, W]`` → ``[N, 1, H, W]`` float32."""
     r, g, b = images.to(torch.int32).unbind(1)
     return ((r * 19595 + g * 38470 + b * 7471 + 32768) >> 16).unsqueeze(1).to(torch.float32)
 

@@ -32,11 +32,12 @@ def hard_negative_centres(probs_map, annotation, tissue=None, level=6, stride=HA
     """Candidate hard negatives of one slide: centres ``[n, 2]`` (level-0 x, y) and probabilities ``[n]``.
 
     ``probs_map`` is the slide's ``[x, y]`` probability map; a map pixel covers ``cell`` level-0 pixels (its
-    sidecar's stride, :func:`wsi.arrays.cell_size`), by default ``2**level`` as ``nms.py`` assumes. The slide is cut into cells of ``stride`` level-0 pixels (a whole
-    number of map pixels); cell ``(i, j)`` has the centre ``(i·stride + stride//2, j·stride + stride//2)``
-    (``int((i + 0.5)·stride)``; 128 gives the shipped lists' ``128·i + 64``) and the probability of its most
-    probable map pixel. A cell is kept when that probability is ≥ ``threshold``, its centre lies in tissue (the
-    ``tissue`` mask pixel holding it is True; no test without a mask) and the annotation says normal there
+    sidecar's stride, :func:`wsi.arrays.cell_size`), by default ``2**level`` as ``nms.py`` assumes. The slide is
+    cut into cells of ``stride`` level-0 pixels (a whole number of map pixels); cell ``(i, j)`` has the centre
+    ``(i·stride + stride//2, j·stride + stride//2)`` (``int((i + 0.5)·stride)``; 128 gives the shipped lists'
+    ``128·i + 64``) and the probability of its most probable map pixel. A cell is kept when that probability is
+    ≥ ``threshold``, its centre lies in tissue (the ``tissue`` mask pixel holding it is True; no test without a
+    mask) and the annotation says normal there
     (outside every positive polygon, at least ``margin`` away). Sorted by probability, highest first (ties by
     position).
     """

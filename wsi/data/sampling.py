@@ -13,9 +13,10 @@ The original shipped its ``coords/*.txt`` lists but not the code that made them 
 
 Geometry. A tissue mask or a probability map is an ``[x, y]`` array (the transpose of an image). Mask pixel
 ``(i, j)`` covers level-0 ``[i·sx, (i+1)·sx) × [j·sy, (j+1)·sy)`` with ``sx, sy`` = level-0 size / mask size
-per axis (:attr:`wsi.geometry.MaskGeometry.scale`), and a level-0 point is "in tissue" when the mask pixel that contains it is
-True. Random centres are integer level-0 points drawn uniformly inside the chosen pixels (a pixel uniformly
-among the candidates, then a uniform position inside it), then verified with the exact polygon inside-test.
+per axis (:attr:`wsi.geometry.MaskGeometry.scale`), and a level-0 point is "in tissue" when the mask pixel that
+contains it is True. Random centres are integer level-0 points drawn uniformly inside the chosen pixels (a pixel
+uniformly among the candidates, then a uniform position inside it), then verified with the exact polygon
+inside-test.
 
 Labels come from :mod:`wsi.data.labels`; hard negatives are :mod:`wsi.data.hard_negatives`; statistics of
 lists :mod:`wsi.data.coords_stats`.

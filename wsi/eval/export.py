@@ -2,7 +2,8 @@
 
 Frames: probability maps are ``[x, y]`` arrays (first axis x, the transpose of an image) at level ``level``,
 whose cell ``(i, j)`` has level-0 centre ``((i + 0.5)·c, (j + 0.5)·c)`` for the map's cell size ``c``: its
-sidecar's stride, or ``2**level`` without one (the convention of ``nms.py``, :func:`wsi.arrays.cell_size`). Every exported coordinate is a level-0 pixel (x = column, y = row), as QuPath and ASAP expect.
+sidecar's stride, or ``2**level`` without one (the convention of ``nms.py``, :func:`wsi.arrays.cell_size`). Every
+exported coordinate is a level-0 pixel (x = column, y = row), as QuPath and ASAP expect.
 
 - Heatmap: the map transposed to an image (rows = y), coloured with a matplotlib colour map and blended over
   the slide's thumbnail where the map is non-zero; saved as a figure with a colour bar, or as the bare image at
