@@ -235,3 +235,31 @@ def test_default_workers_share_the_cpus():
     assert default_num_workers(4, cpus=16) == 1 and default_num_workers(1, cpus=2) == 1
     assert augment_on_device("auto", torch.device("cuda", 0)) and not augment_on_device("auto", torch.device("cpu"))
     assert augment_on_device("device", torch.device("cpu")) and not augment_on_device("cpu", torch.device("cuda"))
+
+
+def test_validation_runs_the_exact_cheaper_pass():
+    # evaluate() runs a BatchNorm-folded, channels_last copy (issue 14): the same loss and accuracy as the eager
+    # network to within 1e-5, and the trained model's weights are left as they were.
+    from torch import nn
+
+    from wsi.bin.train import evaluate
+    from wsi.model import MODELS
+
+    torch.manual_seed(0)
+    model = MODELS["resnet18"](num_nodes=9, use_crf=True)
+    with torch.no_grad():
+        model.crf.W.normal_(0.0, 1.0)
+    for _ in range(3):  # running statistics that are not the identity, so folding changes the weights
+        model(torch.randn(4, 9, 3, 32, 32))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    grids = [torch.randn(2, 9, 3, 32, 32) for _ in range(3)]
+    labels = [torch.randint(0, 2, (2, 9)).float() for _ in range(3)]
+    tumor, normal = list(zip(grids, labels)), list(zip(grids[::-1], labels[::-1]))
+    criterion = nn.BCEWithLogitsLoss()
+    loss, acc = evaluate(model, criterion, tumor, normal, torch.device("cpu"))
+    model.eval()
+    with torch.inference_mode():
+        expected = [criterion(model(torch.cat([t[0], n[0]])), torch.cat([t[1], n[1]])).item()
+                    for t, n in zip(tumor, normal)]
+    assert abs(loss - sum(expected) / len(expected)) <= 1e-5 and 0 <= acc <= 1
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

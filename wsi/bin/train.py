@@ -40,7 +40,8 @@ from wsi.data.image_producer import dataset_from_config
 from wsi.data.skipping import SkippingLoader, collate_grids
 from wsi.device import resolve_device
 from wsi.errors import InputError
-from wsi.model import build_model, grid_size, load_checkpoint, load_model_state, save_checkpoint
+from wsi.model import build_model, grid_size, inference_model, load_checkpoint, load_model_state, save_checkpoint
+from wsi.model.checkpoint import unwrap_model
 
 logger = logging.getLogger(__name__)
 
@@ -348,9 +349,13 @@ def train_one_epoch(model, criterion, optimizer, tumor_loader, normal_loader, de
 
 def evaluate(model, criterion, tumor_loader, normal_loader, device, world_size=1, prepare=None, amp=False):
     """Validation ``(loss, acc)``: the means over steps of the loss and accuracy of [tumour; normal] batches
-    (not shuffled), averaged over processes under torchrun."""
+    (not shuffled), averaged over processes under torchrun. The network runs through the cheaper exact pass of
+    inference (:func:`~wsi.model.inference.inference_model`: BatchNorm folded, channels_last; the same logits to
+    ~1e-6), except with DataParallel, whose replicas need the wrapper."""
     prepare = prepare or BatchPreparer(device)
     model.eval()
+    if not isinstance(model, nn.DataParallel):
+        model = inference_model(unwrap_model(model))  # a copy: the trained model and its checkpoints are untouched
     loss_sum = acc_sum = 0.0
     steps = 0
     normal_iter = iter(normal_loader)
