@@ -30,3 +30,14 @@ def data_path(name):
 def cmu_svs():
     """The real H&E crop (CMU-1, CC0, OpenSlide test data): 2220×2967 px at 0.499 µm/px, one level."""
     return data_path("cmu_small_region.svs")
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op thread: on a shared 2-core machine, two spinning OpenMP threads make each step 3-5× slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

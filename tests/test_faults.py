@@ -115,11 +115,8 @@ def world(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def one_thread(one_torch_thread):
+    """Every test of this file runs with one torch thread (tests/conftest.py)."""
 
 
 # Assertions -------------------------------------------------------------------------------------------------------

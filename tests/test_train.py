@@ -45,12 +45,8 @@ def data(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, two spinning OpenMP threads make each step 3-5× slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def one_thread(one_torch_thread):
+    """Every test of this file runs with one torch thread (tests/conftest.py)."""
 
 
 def write_config(data, path, on_the_fly=False, **changes):

@@ -167,20 +167,21 @@ def _number(kind, text):
     return value
 
 
+def _at_least(kind, lowest, text):
+    value = _number(kind, text)
+    if value < lowest:
+        raise argparse.ArgumentTypeError(f"must be at least {lowest}, got {text.strip()}")
+    return value
+
+
 def count(text):
     """An integer ≥ 0 (where 0 means something: no workers, no margin)."""
-    value = _number(int, text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
+    return _at_least(int, 0, text)
 
 
 def positive(text):
     """An integer > 0 (sizes, batch sizes, counts that must be some)."""
-    value = _number(int, text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+    return _at_least(int, 1, text)
 
 
 def finite(text):
@@ -190,10 +191,7 @@ def finite(text):
 
 def non_negative(text):
     """A finite float ≥ 0."""
-    value = _number(float, text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {text}")
-    return value
+    return _at_least(float, 0, text)
 
 
 def probability(text):
