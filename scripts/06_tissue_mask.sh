@@ -12,5 +12,6 @@ SKIP_EXISTING=${SKIP_EXISTING:-0}           # 1: keep masks that exist (a resume
 PYTHON=${PYTHON:-python}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
+[ -d "$WSI_DIR" ] || { echo "$0: error: $WSI_DIR: no such folder of slides" >&2; exit 2; }
 "$PYTHON" "$ROOT/wsi/bin/tissue_mask.py" "$WSI_DIR" "$MASK_DIR" --level "$LEVEL" --RGB_min "$RGB_MIN" \
     $([ "$SKIP_EXISTING" = 1 ] || echo --overwrite)

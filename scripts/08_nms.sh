@@ -13,5 +13,6 @@ SIGMA=${SIGMA:-0}
 PYTHON=${PYTHON:-python}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
+[ -d "$PROBS_DIR" ] || { echo "$0: error: $PROBS_DIR: no such folder of maps" >&2; exit 2; }
 "$PYTHON" "$ROOT/wsi/bin/nms.py" "$PROBS_DIR" "$CSV_DIR" ${LEVEL:+--level "$LEVEL"} \
     --radius "$RADIUS" --prob_thred "$PROB_THRED" --sigma "$SIGMA"
