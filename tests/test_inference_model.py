@@ -193,7 +193,7 @@ def test_cli_default_and_eager_cnn_give_the_same_map(demo_slide, tmp_path, caplo
         with caplog.at_level("INFO"):
             assert cli.main(common + [str(tmp_path / "default.npy")]) == 0
             assert cli.main(common + [str(tmp_path / "eager.npy"), "--eager_cnn", "--threads", "1",
-                                      "--num_workers", "0"]) == 0
+                                      "--num_workers", "0", "--batch_size", "2"]) == 0
     finally:
         torch.set_num_threads(threads)  # --threads sets it for the whole process
     default, eager = np.load(tmp_path / "default.npy"), np.load(tmp_path / "eager.npy")
@@ -201,6 +201,8 @@ def test_cli_default_and_eager_cnn_give_the_same_map(demo_slide, tmp_path, caplo
     logged = " ".join(r.getMessage() for r in caplog.records)
     assert "BatchNorm folded, channels_last" in logged and "as loaded (--eager_cnn)" in logged
     assert "CNN busy" in logged and "1 torch threads" in logged
+    # Passes of 32 patches on the CPU by default; an explicit --batch_size gives batch_size x 9, as on a GPU.
+    assert "32 patches per pass" in logged and "18 patches per pass" in logged
 
 
 def test_a_failed_block_read_stops_the_read_ahead_cleanly(demo_slide):
