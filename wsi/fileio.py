@@ -15,6 +15,7 @@ import contextlib
 import errno
 import os
 import re
+import signal
 import socket
 import tempfile
 import time
@@ -84,10 +85,11 @@ def _is_running(pid):
     return True
 
 
-def remove_stale_temporaries(folder):
+def remove_stale_temporaries(folder, own=False):
     """Remove the temporary files that interrupted runs left in ``folder``; returns the paths removed.
 
-    A temporary file whose process still runs (a concurrent shard writing into the same folder) is kept.
+    A temporary file whose process still runs (a concurrent shard writing into the same folder) is kept, and so
+    are this process's own unless ``own`` (after an interruption, when none of its writes is still going on).
     """
     folder = Path(folder)
     removed = []
@@ -98,7 +100,8 @@ def remove_stale_temporaries(folder):
         name = entry.name
         match = _TEMPORARY.match(name)
         if match is not None and match.group(1) == host:
-            stale = not _is_running(int(match.group(2)))
+            pid = int(match.group(2))
+            stale = (own and pid == os.getpid()) or not _is_running(pid)
         elif match is not None:
             try:
                 stale = time.time() - entry.stat().st_mtime > _FOREIGN_STALE_AFTER
@@ -125,15 +128,19 @@ def atomic_path(path):
     path = Path(path)
     if path.is_dir():
         raise OutputError(path, "is a folder, expected an output file")
+    tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".{_host()}-{os.getpid()}.tmp{path.suffix}",
-                                   dir=path.parent)
-    except OSError as err:
-        raise OutputError(path, _reason(err)) from None
-    os.close(fd)
-    tmp = Path(tmp)
-    try:
+        try:
+            # Ctrl-C or SIGTERM between creating the file and knowing its name would leave it behind: both
+            # signals wait until the name is held, inside the block whose `finally` removes the file.
+            with _signals_deferred():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd, name = tempfile.mkstemp(prefix=f".{path.stem}.",
+                                            suffix=f".{_host()}-{os.getpid()}.tmp{path.suffix}", dir=path.parent)
+                os.close(fd)
+                tmp = Path(name)
+        except OSError as err:
+            raise OutputError(path, _reason(err)) from None
         try:
             yield tmp
             # mkstemp creates the file private (0600); give it the permissions a plain open() would have.
@@ -148,8 +155,21 @@ def atomic_path(path):
                 raise  # an input that vanished, not this output: let the caller name it
             raise OutputError(path, _reason(err)) from None
     finally:
-        if tmp.exists():
+        if tmp is not None and tmp.exists():
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """Block SIGINT and SIGTERM while the block runs (delivered when it ends); a no-op where unsupported."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 @contextlib.contextmanager

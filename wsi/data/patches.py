@@ -219,7 +219,9 @@ def generate_patches(wsi_dir, coords_path, out_dir, patch_size=768, level=0, num
         if pool is not None:
             pool.terminate()
             pool.join()
-            remove_stale_temporaries(out_dir)  # a worker stopped mid-write (Ctrl-C, SIGTERM) leaves its own
+        # A write stopped mid-way (Ctrl-C, SIGTERM) can leave its temporary: a worker's, or this process's own
+        # when the signal lands as a temporary is handed over, before the block that removes it has begun.
+        remove_stale_temporaries(out_dir, own=True)
         _close_slides()
 
     result.failed.sort()
