@@ -11,7 +11,7 @@ the epoch's grids have failed.
 import logging
 
 import torch
-from torch.utils.data._utils.collate import default_collate
+from torch.utils.data import default_collate
 
 from wsi.errors import InputError
 

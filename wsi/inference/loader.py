@@ -6,8 +6,7 @@ worker's traceback in its message (or as a RuntimeError when the class cannot be
 """
 
 import torch
-from torch.utils.data import DataLoader, Dataset
-from torch.utils.data._utils.collate import default_collate
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from wsi.errors import WSIError
 

@@ -160,12 +160,8 @@ def _is_done(job):
     return header is not None and len(header[0]) == 2 and is_complete_npy(job.output, header[0], "float64")
 
 
-def _position_regions(job, grid, failed):
+def _position_regions(geometry, grid, failed):
     """Level-0 grid region ``(x, y, w, h)`` of each failed mask position (the region the faithful mode reads)."""
-    with open_slide(job.slide) as slide:
-        mask_shape = npy_header(job.mask)[0]
-        geometry = mask_geometry(slide.level_dimensions, slide.level_downsamples, mask_shape,
-                                 mask_name=str(job.mask), slide_name=str(job.slide))
     regions = {}
     for xm, ym in failed:
         x_center, y_center = geometry.centre(xm, ym)
@@ -291,7 +287,7 @@ def run_probs_maps(wsi, ckpt, cfg_path, mask, npy, *, mode="fast", device=None, 
                     stats.positions, stats.mode, seconds, stats.positions / max(seconds, 1e-9),
                     stats.evaluations_per_position, 100 * stats.extra.get("cnn_busy", 0.0), written[-1])
         if stats.failed:
-            write_failed_report(report, job.slide, stats.failed, _position_regions(job, grid, stats.failed),
+            write_failed_report(report, job.slide, stats.failed, _position_regions(geometry, grid, stats.failed),
                                 total=stats.positions)
             logger.warning("%s: %d of %d tissue positions could not be read (left at 0), listed in %s",
                            job.slide.name, len(stats.failed), stats.positions, report)
