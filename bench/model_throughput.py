@@ -36,9 +36,11 @@ VARIANTS = {
     "channels_last + folded BN": (True, False, "fold"),
     "cl + folded BN + jit.freeze": (True, False, "jit"),
     "cl + folded BN + torch.compile": (True, False, "compile"),
+    "folded BN + OpenVINO f32": (False, False, "openvino"),
 }
 #: Run unless --variants names them: the float32 variants a CPU runs fast (no emulated bf16, no long compile).
-DEFAULT_CPU = ["float32", "channels_last", "channels_last + folded BN", "cl + folded BN + jit.freeze"]
+DEFAULT_CPU = ["float32", "channels_last", "channels_last + folded BN", "cl + folded BN + jit.freeze",
+               "folded BN + OpenVINO f32"]
 
 
 def get_args_parser():
@@ -85,7 +87,10 @@ def prepare(model, variant, example):
         net = copy.deepcopy(model).to(memory_format=memory_format)
         run = net.embed
     else:
-        net = inference_model(model, compile=how == "compile")
+        if how == "openvino":  # probs_map.py's default on a CPU (wsi.model.runtime)
+            net = inference_model(model, runtime="openvino", crop=example.shape[-1])
+        else:
+            net = inference_model(model, compile=how == "compile")
         run = net.embed
         if how == "jit":
             class Embed(torch.nn.Module):
@@ -164,7 +169,8 @@ def main(argv=None):
         device = torch.device(name)
         batch = args.batch or (20 if device.type == "cuda" else 4)
         variants = args.variants or (DEFAULT_CPU if device.type == "cpu" and not _cpu_has_bf16() else
-                                     [v for v in VARIANTS if not v.endswith("compile")])
+                                     [v for v in VARIANTS if not v.endswith("compile")
+                                      and not (device.type != "cpu" and "OpenVINO" in v)])
         for crop in args.crops:
             base, reference = None, None
             for variant in variants:

@@ -42,6 +42,8 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from wsi.constants import RUNTIMES  # noqa: E402
+
 #: Grids: (image_size, patch_size, crop_size) at a level-6 mask (stride 64).
 PAPER, DEMO = (768, 256, 224), (192, 64, 48)
 LEVEL = 6
@@ -167,7 +169,7 @@ def run_ours(slide, mask, cfg, ckpt, out, extra=()):
 def run_faithful_sample(slide, mask_path, cfg_path, ckpt, fast_map, sample_size):
     """The faithful mode on ``sample_size`` tissue positions in this process, twice: with the network as loaded
     (float32 eager: the reference map and the original's cost) and with the default inference network (what
-    ``--mode faithful`` runs). Returns {"eager": (positions/s, max |fast − faithful|), "default": (...),
+    ``--mode faithful`` runs: folded, on OpenVINO when installed). Returns {"eager": (positions/s, max |fast − faithful|), "default": (...),
     "passes": CNN passes per position}."""
     import torch
 
@@ -176,6 +178,7 @@ def run_faithful_sample(slide, mask_path, cfg_path, ckpt, fast_map, sample_size)
     from wsi.geometry import GridSpec, mask_geometry
     from wsi.inference import InferenceStats, faithful_probs_map
     from wsi.model import inference_model, load_model
+    from wsi.model.runtime import resolve_runtime
 
     cfg = load_config(cfg_path)
     mask = np.load(mask_path)
@@ -187,7 +190,9 @@ def run_faithful_sample(slide, mask_path, cfg_path, ckpt, fast_map, sample_size)
         geometry = mask_geometry(handle.level_dimensions, handle.level_downsamples, mask.shape)
     model = load_model(ckpt, cfg, torch.device("cpu"), source_cfg=str(cfg_path))
     out = {}
-    for name, net in (("eager", model), ("default", inference_model(model))):
+    runtime = resolve_runtime("auto", torch.device("cpu"))  # what --mode faithful runs by default
+    default = inference_model(model, runtime=runtime, crop=cfg["crop_size"])
+    for name, net in (("eager", model), ("default", default)):
         stats = InferenceStats()
         start = time.perf_counter()
         faithful = faithful_probs_map(net, slide, sample, GridSpec.from_config(cfg), geometry, batch_size=20,
@@ -198,14 +203,19 @@ def run_faithful_sample(slide, mask_path, cfg_path, ckpt, fast_map, sample_size)
     return out
 
 
-def bench_slide(workdir, size, radius, grid, faithful_sample):
+def bench_slide(workdir, size, radius, grid, faithful_sample, runtimes):
     slide, mask, cfg, ckpt = write_inputs(workdir, size, radius, grid)
     tissue = np.load(mask)
     monai = run_monai(slide, mask, grid[2], Path(workdir) / f"monai_{size}.npy")
-    ours = run_ours(slide, mask, cfg, ckpt, Path(workdir) / f"ours_{size}.npy")
-    assert monai["positions"] == ours["positions"] == int(tissue.sum())
-    assert np.count_nonzero(monai["map"]) == np.count_nonzero(ours["map"][tissue] > 0)
-    rows = {"monai": monai, "ours": ours}
+    rows = {"monai": monai}
+    for runtime in runtimes:
+        ours = run_ours(slide, mask, cfg, ckpt, Path(workdir) / f"ours_{size}_{runtime}.npy",
+                        ("--runtime", runtime))
+        assert monai["positions"] == ours["positions"] == int(tissue.sum())
+        assert np.count_nonzero(monai["map"]) == np.count_nonzero(ours["map"][tissue] > 0)
+        rows[f"ours --runtime {runtime}"] = ours
+    ours = rows[f"ours --runtime {runtimes[0]}"]
+    rows["ours"] = ours
     if faithful_sample:
         sample = run_faithful_sample(slide, mask, cfg, ckpt, ours["map"], faithful_sample)
         rows["faithful"] = {"rate": sample["eager"][0], "diff": sample["eager"][1], "passes": sample["passes"],
@@ -222,9 +232,13 @@ def print_table(size, grid, rows):
     print(f"| run | whole process s | positions/s | ratio to MONAI | compute-only s | positions/s | ratio to "
           f"MONAI | CNN passes/position | max diff to faithful |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for name, row in (("MONAI MaskedPatchWSIDataset + ResNet-18 (no CRF)", monai),
-                      ("probs_map.py --mode fast (CRF)", ours)):
-        diff = f"{rows['faithful']['diff']:.1e}" if name.startswith("probs_map") and "faithful" in rows else "-"
+    runs = [("MONAI MaskedPatchWSIDataset + ResNet-18 (no CRF)", monai)]
+    runs += [(f"probs_map.py --mode fast (CRF){name[4:]}", row) for name, row in rows.items()
+             if name.startswith("ours --runtime")]
+    for name, row in runs:
+        diff = "-"
+        if row is not monai and "faithful" in rows:
+            diff = f"{rows['faithful']['diff']:.1e}" if row is ours else f"{np.abs(row['map'] - ours['map']).max():.1e} to the first"
         print(f"| {name} | {row['whole']:.1f} | {n / row['whole']:.1f} | {monai['whole'] / row['whole']:.2f}x | "
               f"{row['compute']:.1f} | {n / row['compute']:.1f} | {monai['compute'] / row['compute']:.2f}x | "
               f"{row['passes']:.2f} | {diff} |")
@@ -235,7 +249,7 @@ def print_table(size, grid, rows):
             print(f"| probs_map faithful, {label} (sample of {f['sample']}, in-process) | - | - | - | "
                   f"{n / rate:.1f} (extrapolated) | {rate:.2f} | {rate * monai['compute'] / n:.2f}x | "
                   f"{f['passes']:.2f} | {diff} |")
-        print(f"fast / faithful (compute only): {n / ours['compute'] / f['rate']:.1f}x against the original's "
+        print(f"fast (first row) / faithful (compute only): {n / ours['compute'] / f['rate']:.1f}x against the original's "
               f"algorithm and network (eager float32), {n / ours['compute'] / f['default_rate']:.1f}x against "
               f"--mode faithful with the default network")
     print(f"CNN busy in the fast run: {100 * ours['busy']:.0f}% of its compute time")
@@ -248,6 +262,9 @@ def main(argv=None):
     parser.add_argument("--big_radius", type=float, default=32, help="disc radius on the 8192² slide")
     parser.add_argument("--faithful_positions", type=int, default=24)
     parser.add_argument("--skip_big", action="store_true", help="only the 3072² slide")
+    parser.add_argument("--runtimes", nargs="+", default=["auto", "torch"], choices=RUNTIMES,
+                        help="probs_map.py --runtime values, one run each (default: auto torch, i.e. the default "
+                             "and PyTorch's own pass); the first is compared with the faithful mode")
     parser.add_argument("--_monai_child", nargs=4, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._monai_child:
@@ -264,7 +281,7 @@ def main(argv=None):
     results = []
     with tempfile.TemporaryDirectory() as workdir:
         for size, radius, grid, sample in runs:
-            rows = bench_slide(workdir, size, radius, grid, sample)
+            rows = bench_slide(workdir, size, radius, grid, sample, args.runtimes)
             print_table(size, grid, rows)
             results.append(rows)
     print(f"load average at the end {os.getloadavg()[0]:.1f}")

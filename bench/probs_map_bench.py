@@ -44,6 +44,7 @@ from wsi.inference.fast import PatchLattice, fast_probs_map  # noqa: E402
 from wsi.inference.faithful import faithful_probs_map  # noqa: E402
 from wsi.geometry import GridSpec, mask_geometry  # noqa: E402
 from wsi.model import MODELS, inference_model  # noqa: E402
+from wsi.model.runtime import resolve_runtime  # noqa: E402
 
 CONFIGS = {
     "demo": dict(grid=GridSpec(192, 64, 56), level=6),
@@ -163,7 +164,8 @@ def peak_rss_mib():
 
 
 def memory_child(slide_path, level, num_workers, device):
-    """Run the fast mode at 224 on a sparse mask; print the peak RSS (MiB), positions and blocks read.
+    """Run the fast mode at 224 on a sparse mask with the default network; print the peak RSS (MiB), positions and
+    blocks read.
 
     Tissue: one position every 64 mask pixels over the whole slide (every band of the slide is visited) and one
     dense 12 × 12 square in the middle (full batches of crops, hence the activations' peak).
@@ -176,8 +178,10 @@ def memory_child(slide_path, level, num_workers, device):
     cx, cy = mask.shape[0] // 2, mask.shape[1] // 2
     mask[cx - 6:cx + 6, cy - 6:cy + 6] = True
     stats = InferenceStats()
-    fast_probs_map(inference_model(make_model().to(device)), slide_path, mask, grid, geometry,
-                   num_workers=num_workers, progress=False, stats=stats)
+    # The network probs_map.py runs by default on this device (OpenVINO on a CPU when installed).
+    runtime = resolve_runtime("auto", torch.device(device))
+    net = inference_model(make_model().to(device), runtime=runtime, crop=grid.crop_size)
+    fast_probs_map(net, slide_path, mask, grid, geometry, num_workers=num_workers, progress=False, stats=stats)
     print(f"{peak_rss_mib():.0f} {stats.positions} {stats.regions_read}")
 
 

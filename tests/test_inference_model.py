@@ -118,17 +118,22 @@ def _mask_and_geometry(slide_path, positions):
     return mask, geometry
 
 
-def test_default_fast_map_equals_the_float32_faithful_map_at_demo_size(demo_slide, model):
+@pytest.mark.parametrize("runtime", ["torch", "openvino"])
+def test_default_fast_map_equals_the_float32_faithful_map_at_demo_size(demo_slide, model, runtime):
     # A blob, a lone position and the corners (regions past the border).
     positions = [(x, y) for x in range(8, 13) for y in range(5, 9)] + [(20, 3), (0, 0), (24, 16)]
     mask, geometry = _mask_and_geometry(demo_slide, positions)
     stats = InferenceStats()
-    fast = fast_probs_map(inference_model(model), demo_slide, mask, DEMO, geometry, num_workers=2, progress=False,
-                          stats=stats, block_size=512)
+    net = inference_model(model, runtime=runtime, crop=DEMO.crop_size)
+    fast = fast_probs_map(net, demo_slide, mask, DEMO, geometry, num_workers=2, progress=False, stats=stats,
+                          block_size=512)
     faithful = faithful_probs_map(model, demo_slide, mask, DEMO, geometry, num_workers=0, progress=False)
     assert np.abs(fast - faithful).max() <= 1e-5
     assert len(np.unique(faithful[mask].round(5))) > 10
     assert stats.regions_read > 1 and 0 < stats.extra["cnn_busy"] <= 1
+    # --mode faithful runs the same network: its map too.
+    faithful_net = faithful_probs_map(net, demo_slide, mask, DEMO, geometry, num_workers=0, progress=False)
+    assert np.abs(faithful_net - faithful).max() <= 1e-5
 
 
 def test_baseline_fast_mode_is_one_pass_per_position(demo_slide):
@@ -164,14 +169,16 @@ def test_block_reader_threads_read_the_same_blocks(demo_slide):
 
 
 @pytest.mark.slow
-def test_default_fast_map_equals_the_float32_faithful_map_at_224(tmp_path):
+@pytest.mark.parametrize("runtime", ["torch", "openvino"])
+def test_default_fast_map_equals_the_float32_faithful_map_at_224(tmp_path, runtime):
     """The paper's geometry (768/256/224, level-6 mask, q = 4) on a few positions: within 1e-5."""
     path = tmp_path / "slide.tif"
     write_pyramid_from_array(path, texture(1536, 2048, seed=4), compression="zlib")  # level 6: 32 × 24
     model = randomised_model()
     mask, geometry = _mask_and_geometry(path, [(10, 10), (11, 10), (20, 15), (0, 0)])
     grid = GridSpec(768, 256, 224)
-    fast = fast_probs_map(inference_model(model), path, mask, grid, geometry, num_workers=2, progress=False)
+    fast = fast_probs_map(inference_model(model, runtime=runtime, crop=224), path, mask, grid, geometry,
+                          num_workers=2, progress=False)
     faithful = faithful_probs_map(model, path, mask, grid, geometry, num_workers=0, progress=False)
     assert np.abs(fast - faithful).max() <= 1e-5
 
@@ -192,13 +199,16 @@ def test_cli_default_and_eager_cnn_give_the_same_map(demo_slide, tmp_path, caplo
     try:
         with caplog.at_level("INFO"):
             assert cli.main(common + [str(tmp_path / "default.npy")]) == 0
+            assert cli.main(common + [str(tmp_path / "torch.npy"), "--runtime", "torch"]) == 0
             assert cli.main(common + [str(tmp_path / "eager.npy"), "--eager_cnn", "--threads", "1",
                                       "--num_workers", "0", "--batch_size", "2"]) == 0
     finally:
         torch.set_num_threads(threads)  # --threads sets it for the whole process
     default, eager = np.load(tmp_path / "default.npy"), np.load(tmp_path / "eager.npy")
     assert np.abs(default - eager).max() <= 1e-5 and np.count_nonzero(default) == mask.sum()
+    assert np.abs(np.load(tmp_path / "torch.npy") - eager).max() <= 1e-5
     logged = " ".join(r.getMessage() for r in caplog.records)
+    assert "BatchNorm folded, openvino float32" in logged  # the default on a CPU (openvino is a requirement)
     assert "BatchNorm folded, channels_last" in logged and "as loaded (--eager_cnn)" in logged
     assert "CNN busy" in logged and "1 torch threads" in logged
     # Passes of 32 patches on the CPU by default; an explicit --batch_size gives batch_size x 9, as on a GPU.
@@ -217,3 +227,115 @@ def test_a_failed_block_read_stops_the_read_ahead_cleanly(demo_slide):
     blocks.close()
     reader.close()
     assert "\n" not in str(err.value)
+
+
+# The CPU inference runtime (OpenVINO) ------------------------------------------------------------------------
+def test_openvino_pass_equals_the_eager_model_for_any_batch(model):
+    net = inference_model(model, runtime="openvino", crop=48)
+    assert net.runtime == "openvino" and not net.channels_last
+    for n in (1, 5, 12):  # one compiled network, any number of patches
+        patches = torch.rand(n, 3, 48, 48, generator=torch.Generator().manual_seed(n)) * 2 - 1
+        feats, logits = _embed(model, patches)
+        feats_o, logits_o = _embed(net, patches)
+        assert feats_o.shape == feats.shape and logits_o.shape == logits.shape == (n,)
+        assert feats_o.dtype == logits_o.dtype == torch.float32
+        assert float((feats_o - feats).abs().max()) <= 1e-5 * max(1.0, float(feats.abs().max()))
+        assert float((logits_o - logits).abs().max()) <= 1e-5 * max(1.0, float(logits.abs().max()))
+    # The grid forward (CRF in PyTorch on the runtime's embeddings) is the model's.
+    grids = torch.rand(2, 9, 3, 48, 48, generator=torch.Generator().manual_seed(7))
+    with torch.inference_mode():
+        torch.testing.assert_close(net(grids), model(grids), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("runtime, device, options, expected", [
+    ("auto", "cpu", {}, "openvino"),
+    ("auto", "cpu", {"amp": True}, "torch"),
+    ("auto", "cpu", {"compile": True}, "torch"),
+    ("auto", "cpu", {"optimize": False}, "torch"),
+    ("auto", "cuda", {}, "torch"),
+    ("torch", "cpu", {}, "torch"),
+    ("openvino", "cpu", {}, "openvino"),
+])
+def test_resolve_runtime(runtime, device, options, expected):
+    from wsi.model.runtime import resolve_runtime
+
+    assert resolve_runtime(runtime, torch.device(device), **options) == expected
+
+
+@pytest.mark.parametrize("device, options, clash", [
+    ("cuda", {}, "device cuda"), ("cpu", {"amp": True}, "--amp"), ("cpu", {"compile": True}, "--compile"),
+    ("cpu", {"optimize": False}, "--eager_cnn"),
+])
+def test_openvino_refuses_what_it_cannot_run(device, options, clash):
+    from wsi.errors import InputError
+    from wsi.model.runtime import resolve_runtime
+
+    with pytest.raises(InputError, match=f"--runtime openvino: runs the float32 pass on the CPU only, not with {clash}"):
+        resolve_runtime("openvino", torch.device(device), **options)
+
+
+def test_cli_refuses_openvino_with_amp_in_one_line(demo_slide, tmp_path, capsys):
+    from wsi.bin import probs_map as cli
+
+    status = cli.main([str(demo_slide), str(tmp_path / "m.ckpt"), str(tmp_path / "cfg.json"),
+                       str(tmp_path / "mask.npy"), str(tmp_path / "out.npy"), "--runtime", "openvino", "--amp"])
+    err = capsys.readouterr().err
+    assert status == 2 and len(err.strip().splitlines()) == 1
+    assert err.strip().endswith("error: --runtime openvino: runs the float32 pass on the CPU only, not with --amp")
+    assert not (tmp_path / "out.npy").exists()
+
+
+def test_openvino_is_used_without_its_telemetry(tmp_path):
+    """OpenVINO's conversion API reports usage to Intel unless opted out; ours runs it with that switched off:
+    nothing is written under $HOME/intel (where openvino-telemetry keeps its client id and counters)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import torch; from wsi.model import MODELS; from wsi.model.inference import inference_model; "
+            "net = inference_model(MODELS['resnet18'](num_nodes=9).eval(), runtime='openvino', crop=32); "
+            "net.embed(torch.zeros(2, 3, 32, 32)); import sys; print(sys.modules['openvino_telemetry'])")
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "TF_BUILD", "JENKINS_URL")}
+    env["HOME"] = str(tmp_path)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          cwd=Path(__file__).parents[1])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "None"  # hidden: OpenVINO fell back to its no-op stub
+    assert not (tmp_path / "intel").exists()
+    # Without our import, the same conversion writes there (what the test above guards against).
+    plain = subprocess.run([sys.executable, "-c", "import openvino"], capture_output=True, text=True, env=env)
+    assert plain.returncode == 0 and (tmp_path / "intel").exists()
+
+
+def test_openvino_models_come_and_go_without_breaking_signal_delivery():
+    """OpenVINO's CPU plugin swaps the thread's alternate signal stack while it starts; with one plugin per model,
+    models made and freed in turn left a freed stack in place and the next Python signal handler killed the
+    process (SIGSEGV; found as pytest dying when a DataLoader's SIGCHLD arrived). One shared Core prevents it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = """
+import gc, os, signal, torch
+from wsi.model import MODELS
+from wsi.model.inference import inference_model
+model = MODELS["resnet18"](num_nodes=9).eval()
+signal.signal(signal.SIGUSR1, lambda *args: None)
+nets = []
+for k in range(4):
+    nets.append(inference_model(model, runtime="openvino", crop=32))
+    nets[-1].embed(torch.zeros(2, 3, 32, 32))
+    if k % 2:
+        nets.pop(0)
+        gc.collect()
+    os.kill(os.getpid(), signal.SIGUSR1)
+nets.clear()
+gc.collect()
+os.kill(os.getpid(), signal.SIGUSR1)
+print("ok")
+"""
+    # -X faulthandler: an alternate signal stack in place from the start, as under pytest.
+    done = subprocess.run([sys.executable, "-X", "faulthandler", "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).parents[1])
+    assert done.returncode == 0 and done.stdout.strip() == "ok", (done.returncode, done.stderr[-2000:])

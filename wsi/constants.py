@@ -23,3 +23,7 @@ MODEL_NAMES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 #: or inside a positive and outside every negative polygon.
 LABEL_MODES = ("positive", "positive_not_negative")
 DEFAULT_LABEL_MODE = "positive"
+
+#: What runs the network in ``probs_map.py --runtime``: ``auto`` (OpenVINO on a CPU when installed, else torch),
+#: PyTorch itself, or a CPU inference runtime (float32). See :mod:`wsi.model.runtime`.
+RUNTIMES = ("auto", "torch", "openvino")

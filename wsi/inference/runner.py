@@ -29,6 +29,7 @@ from wsi.inference.fast import BLOCK_SIZE, fast_probs_map
 from wsi.inference.faithful import faithful_probs_map
 from wsi.inference.loader import ReadFailed
 from wsi.model import inference_model, load_model
+from wsi.model.runtime import resolve_runtime
 
 logger = logging.getLogger(__name__)
 
@@ -184,22 +185,25 @@ def configure_backends(device, *, tf32=False, threads=None):
 
 def run_probs_maps(wsi, ckpt, cfg_path, mask, npy, *, mode="fast", device=None, batch_size=None, num_workers=5,
                    eight_avg=False, amp=False, shard=None, progress=True, skip_existing=None, optimize=True,
-                   compile=False, tf32=False, threads=None):
+                   compile=False, tf32=False, threads=None, runtime="auto"):
     """Compute the maps ``probs_map.py`` is asked for; returns the outputs written (:class:`MapsWritten`).
 
     ``shard`` is (K, N) or None for torchrun's ``RANK``/``WORLD_SIZE`` (one shard outside torchrun).
     ``optimize`` runs the network through :func:`~wsi.model.inference.inference_model` (BatchNorm folded,
-    channels_last; same map within 1e-5), ``compile`` adds ``torch.compile``; ``tf32`` and ``threads``: see
-    :func:`configure_backends`.
+    channels_last; same map within 1e-5), ``compile`` adds ``torch.compile``; ``runtime`` (``auto``, ``torch``,
+    ``openvino``) runs that folded network on a CPU inference runtime
+    (:func:`~wsi.model.runtime.resolve_runtime`: ``auto`` is OpenVINO on a CPU when installed, float32, the same
+    map within 1e-5); ``tf32`` and ``threads``: see :func:`configure_backends`.
     ``skip_existing`` defaults to True for many slides and False for one (the original overwrites); a map is
     skipped only when it is a complete float64 ``.npy`` of its mask's shape. Every problem found before the
     first map (config, checkpoint, missing masks, an output that cannot be written) is raised before anything
     runs. Positions whose region cannot be decoded are 0 in the map and listed in ``<stem>.failed.txt``; with
     many slides, a slide that cannot be read at all is listed the same way and the run goes on.
     """
+    device = resolve_device(device)
+    runtime = resolve_runtime(runtime, device, amp=amp, compile=compile, optimize=optimize)
     cfg = load_config(cfg_path)
     grid = GridSpec.from_config(cfg, source=cfg_path)
-    device = resolve_device(device)
     # On the CPU, oneDNN runs ResNet-18 about 10 % faster on passes of 32 patches than of 180 (docs/probs_map.md,
     # "The CNN pass"); a GPU wants large passes. An explicit --batch_size is used as given.
     fast_patches = CPU_FAST_PATCHES if batch_size is None and device.type == "cpu" else None
@@ -246,12 +250,13 @@ def run_probs_maps(wsi, ckpt, cfg_path, mask, npy, *, mode="fast", device=None, 
     configure_backends(device, tf32=tf32, threads=threads)
     model = load_model(ckpt, cfg, device, source_cfg=str(cfg_path))
     if optimize or compile:
-        model = inference_model(model, compile=compile)
+        model = inference_model(model, compile=compile, runtime=runtime, crop=grid.crop_size, threads=threads)
+    cnn = ("as loaded (--eager_cnn)" if not (optimize or compile) else
+           f"BatchNorm folded, {runtime} float32" if runtime != "torch" else
+           "BatchNorm folded, channels_last" + (", torch.compile" if compile else ""))
     logger.info("device %s, %d torch threads, %s reader %s, %d patches per pass (fast mode), CNN: %s", device,
                 torch.get_num_threads(), num_workers, "threads" if mode == "fast" else "processes",
-                fast_patches or batch_size * grid.num_nodes,
-                ("BatchNorm folded, channels_last" + (", torch.compile" if compile else "")) if optimize or compile
-                else "as loaded (--eager_cnn)")
+                fast_patches or batch_size * grid.num_nodes, cnn)
     written = MapsWritten(failed=failed)
     for number, job in enumerate(todo, start=1):
         report = failed_report_path(job.output)

@@ -2,7 +2,7 @@
 
 :func:`build_model` builds the network a config describes; :mod:`wsi.model.checkpoint` saves and loads weights
 (ours and the original NCRF's ``ckpt/*.ckpt``); :func:`inference_model` gives an eval copy with a cheaper, exact
-CNN pass (BatchNorm folded, channels_last) for inference and validation.
+CNN pass (BatchNorm folded, channels_last, or on OpenVINO: :mod:`wsi.model.runtime`) for inference and validation.
 """
 
 from wsi.model.build import MODELS, build_model, grid_size

@@ -7,7 +7,9 @@ NHWC convolutions), with each BatchNorm folded into the convolution before it (2
 activations) 2.06× in the same run. Both are exact in float32 up to summation order (~1e-6 on the logits,
 ≤ 1e-5 on the map). ``torch.compile`` is optional (``compile=True``): no faster than this at 224 in our run and
 25–45 s of start-up, so worth trying only for many slides; ``torch.jit.freeze`` was slower at 224 (see
-docs/probs_map.md, "The CNN pass").
+docs/probs_map.md, "The CNN pass"). ``runtime="openvino"`` runs the folded backbone on OpenVINO instead
+(:mod:`wsi.model.runtime`; 1.16–1.18× this pass on the same CPU, float32), which ``probs_map.py`` does by default
+on a CPU.
 """
 
 import copy
@@ -17,6 +19,8 @@ import time
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from wsi.model.runtime import runtime_embed
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +66,8 @@ class _CompiledEmbed(nn.Module):
         return self.fn(patches)
 
 
-def inference_model(model, *, fold_bn=True, channels_last=True, compile=False):
+def inference_model(model, *, fold_bn=True, channels_last=True, compile=False, runtime="torch", crop=None,
+                    threads=None):
     """An eval-mode copy of ``model`` (a ResNetGrid) whose CNN pass is cheaper and gives the same numbers.
 
     Parameters
@@ -75,6 +80,10 @@ def inference_model(model, *, fold_bn=True, channels_last=True, compile=False):
         Weights in channels_last (NHWC) layout; feed patches ``[N, 3, C, C]`` through :func:`as_input`.
     compile : bool
         Wrap :meth:`embed` in ``torch.compile`` (compiled on the first call; the time it took is logged then).
+    runtime : str
+        ``torch``, or a CPU inference runtime (``openvino``) that then runs :meth:`embed` for
+        ``[N, 3, crop, crop]`` patches with ``threads`` threads (:func:`wsi.model.runtime.runtime_embed`; the
+        patches are then given in the ordinary layout).
 
     Returns the copy, on ``model``'s device, with ``channels_last`` set as an attribute. ``embed``, ``forward``
     and ``grid_logits`` keep their signatures and shapes.
@@ -82,11 +91,19 @@ def inference_model(model, *, fold_bn=True, channels_last=True, compile=False):
     fast = copy.deepcopy(model).eval()
     if fold_bn:
         fold_batchnorm(fast)
+    for parameter in fast.parameters():
+        parameter.requires_grad_(False)
+    if runtime != "torch":
+        if crop is None:
+            raise ValueError("inference_model: a CPU runtime needs the crop size")
+        fast.embed = runtime_embed(fast, runtime, crop, threads=threads)
+        fast.channels_last = False
+        fast.runtime = runtime
+        return fast
+    fast.runtime = "torch"
     if channels_last:
         fast = fast.to(memory_format=torch.channels_last)
     fast.channels_last = channels_last
-    for parameter in fast.parameters():
-        parameter.requires_grad_(False)
     if compile:
         eager_embed = fast.embed
         compiled = _CompiledEmbed(eager_embed)

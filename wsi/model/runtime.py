@@ -1,0 +1,126 @@
+"""The backbone pass on a CPU inference runtime: ``model.embed`` compiled by OpenVINO.
+
+PyTorch's own CPU pass (oneDNN, BatchNorm folded, channels_last; :mod:`wsi.model.inference`) is the fastest one
+PyTorch offers here; a runtime made for inference plans the whole graph (fused convolution + ReLU + residual add,
+pre-packed weights, its own thread pool) and is faster again. :func:`runtime_embed` converts the (already folded)
+model's :meth:`~wsi.model.resnet.ResNetGrid.embed` once and returns a drop-in ``embed(patches) -> (feats,
+logits)``: torch tensors in and out, float32 throughout, so the map stays within 1e-5 of the float32 faithful map.
+Only the backbone runs there; the CRF and everything after it stay in PyTorch.
+"""
+
+import functools
+import importlib.util
+import logging
+import sys
+import time
+
+import torch
+from torch import nn
+
+from wsi.constants import RUNTIMES
+from wsi.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+
+def _available(name):
+    return importlib.util.find_spec(name) is not None
+
+
+def import_openvino():
+    """``import openvino`` without its usage telemetry.
+
+    OpenVINO's model-conversion package reports usage to Intel unless the user has opted out (``openvino-telemetry``
+    is opt-out); a pathology tool that runs on clinical data should not talk to the network, so the telemetry
+    package is hidden from it, which makes OpenVINO use its own no-op stub. (A process that imported OpenVINO
+    before keeps whatever it set up.)
+    """
+    if "openvino" not in sys.modules:
+        sys.modules.setdefault("openvino_telemetry", None)  # None in sys.modules: its import raises ImportError
+    import openvino
+
+    return openvino
+
+
+def resolve_runtime(runtime, device, *, amp=False, compile=False, optimize=True):
+    """The runtime a pass on ``device`` uses: ``auto`` is OpenVINO on a CPU (float32) when installed, else torch.
+
+    torch is what runs on CUDA, with ``--amp`` (bfloat16 autocast), ``--compile`` and ``--eager_cnn``; naming a
+    CPU runtime together with any of them, or on a GPU, or when the package is missing, is an :class:`InputError`.
+    """
+    if runtime not in RUNTIMES:
+        raise InputError(f"--runtime {runtime}: not one of {', '.join(RUNTIMES)}")
+    if runtime == "auto":
+        if device.type == "cpu" and optimize and not (amp or compile) and _available("openvino"):
+            return "openvino"
+        return "torch"
+    if runtime != "torch":
+        clash = (f"device {device}" if device.type != "cpu" else "--amp" if amp else "--compile" if compile
+                 else "--eager_cnn" if not optimize else None)
+        if clash:
+            raise InputError(f"--runtime {runtime}: runs the float32 pass on the CPU only, not with {clash}")
+        if not _available(runtime):
+            raise InputError(f"--runtime {runtime}: the package is not installed (pip install {runtime})")
+    return runtime
+
+
+class _Embed(nn.Module):
+    """``model.embed`` as a module's forward, for tracing."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, patches):
+        return self.model.embed(patches)
+
+
+@functools.lru_cache(maxsize=None)
+def _openvino_core():
+    """One OpenVINO ``Core`` per process. Its CPU plugin swaps the thread's alternate signal stack for one of its
+    own while it starts, and puts the previous one back later; two plugins alive at once (a second ``Core`` before
+    the first is collected) can put back a stack that has since been freed, and the next Python signal handler
+    (SIGCHLD of a DataLoader, Ctrl-C) then kills the process with SIGSEGV. One Core, kept, starts one plugin."""
+    return import_openvino().Core()
+
+
+def _openvino(module, example, threads):
+    ov = import_openvino()
+    # torch.export (OpenVINO's default for a module is the deprecated TorchScript tracer), any number of patches.
+    exported = torch.export.export(module, (example,), dynamic_shapes=({0: torch.export.Dim("patches")},))
+    converted = ov.convert_model(exported)
+    # f32 precision: on CPUs with bfloat16 units OpenVINO would otherwise lower the precision by itself.
+    compiled = _openvino_core().compile_model(converted, "CPU", {"INFERENCE_PRECISION_HINT": "f32",
+                                                          "PERFORMANCE_HINT": "LATENCY",
+                                                          "INFERENCE_NUM_THREADS": threads})
+    request = compiled.create_infer_request()
+
+    def run(array):
+        request.infer([array])
+        # The request reuses its output buffers: copy before the next call.
+        return [request.get_output_tensor(k).data.copy() for k in range(2)]
+
+    return run
+
+
+def runtime_embed(model, runtime, crop, *, threads=None):
+    """``model.embed`` compiled by ``runtime`` (``openvino``) for ``[N, 3, crop, crop]``
+    float32 patches on the CPU, any N; returns ``embed(patches) -> (feats [N, D], logits [N])`` as torch tensors.
+
+    ``model`` is an eval-mode ResNetGrid on the CPU (BatchNorm already folded or not: the runtime folds it too);
+    ``threads`` defaults to torch's intra-op threads. The conversion time is logged.
+    """
+    threads = threads or torch.get_num_threads()
+    start = time.perf_counter()
+    module = _Embed(model).eval()
+    example = torch.zeros(2, 3, crop, crop)
+    with torch.no_grad():
+        run = _openvino(module, example, threads)
+    logger.info("%s: backbone converted and compiled in %.1f s (%d threads)", runtime,
+                time.perf_counter() - start, threads)
+
+    def embed(patches):
+        feats, logits = run(patches.detach().contiguous().numpy())
+        return torch.from_numpy(feats), torch.from_numpy(logits)
+
+    return embed
