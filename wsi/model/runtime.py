@@ -65,7 +65,7 @@ def resolve_runtime(runtime, device, *, amp=False, compile=False, optimize=True)
 
 
 class _Embed(nn.Module):
-    """``model.embed`` as a module's forward, for tracing."""
+    """``model.embed`` as a module's forward, for ``torch.export``."""
 
     def __init__(self, model):
         super().__init__()
@@ -90,9 +90,8 @@ def _openvino(module, example, threads):
     exported = torch.export.export(module, (example,), dynamic_shapes=({0: torch.export.Dim("patches")},))
     converted = ov.convert_model(exported)
     # f32 precision: on CPUs with bfloat16 units OpenVINO would otherwise lower the precision by itself.
-    compiled = _openvino_core().compile_model(converted, "CPU", {"INFERENCE_PRECISION_HINT": "f32",
-                                                          "PERFORMANCE_HINT": "LATENCY",
-                                                          "INFERENCE_NUM_THREADS": threads})
+    config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
+    compiled = _openvino_core().compile_model(converted, "CPU", config)
     request = compiled.create_infer_request()
 
     def run(array):
@@ -104,12 +103,14 @@ def _openvino(module, example, threads):
 
 
 def runtime_embed(model, runtime, crop, *, threads=None):
-    """``model.embed`` compiled by ``runtime`` (``openvino``) for ``[N, 3, crop, crop]``
-    float32 patches on the CPU, any N; returns ``embed(patches) -> (feats [N, D], logits [N])`` as torch tensors.
+    """``model.embed`` compiled by ``runtime`` (``openvino``) for ``[N, 3, crop, crop]`` float32 patches on the
+    CPU, any N; returns ``embed(patches) -> (feats [N, D], logits [N])`` as torch tensors.
 
     ``model`` is an eval-mode ResNetGrid on the CPU (BatchNorm already folded or not: the runtime folds it too);
     ``threads`` defaults to torch's intra-op threads. The conversion time is logged.
     """
+    if runtime != "openvino":
+        raise ValueError(f"runtime_embed: no CPU runtime {runtime!r}")
     threads = threads or torch.get_num_threads()
     start = time.perf_counter()
     module = _Embed(model).eval()
