@@ -6,7 +6,8 @@ reader, one ``crop``² patch centred on each tissue position of the mask (MONAI'
 torchvision ResNet-18 in eval mode, float32, eager, ``monai.data.DataLoader`` (batch 32, 2 workers): one CNN pass
 per position, no CRF. The only change to MONAI is that its dataset takes our tissue mask instead of computing an
 Otsu one, so both runs see the same positions. Ours is ``python wsi/bin/probs_map.py`` with its defaults (fast
-mode, the CRF, the network with BatchNorm folded and channels_last), a randomly initialised ResNet-18 + CRF
+mode, the CRF, the network with BatchNorm folded, on OpenVINO on a CPU), once per ``--runtimes`` value (default:
+``auto`` and ``torch``, PyTorch's folded channels_last pass), a randomly initialised ResNet-18 + CRF
 checkpoint; and the faithful mode (``--mode faithful``'s algorithm) on a sample of positions, in this process, for
 its speed and the largest difference to the fast map.
 
@@ -169,8 +170,8 @@ def run_ours(slide, mask, cfg, ckpt, out, extra=()):
 def run_faithful_sample(slide, mask_path, cfg_path, ckpt, fast_map, sample_size):
     """The faithful mode on ``sample_size`` tissue positions in this process, twice: with the network as loaded
     (float32 eager: the reference map and the original's cost) and with the default inference network (what
-    ``--mode faithful`` runs: folded, on OpenVINO when installed). Returns {"eager": (positions/s, max |fast − faithful|), "default": (...),
-    "passes": CNN passes per position}."""
+    ``--mode faithful`` runs: folded, on OpenVINO when installed). Returns {"eager": (positions/s,
+    max |fast − faithful|), "default": (...), "passes": CNN passes per position}."""
     import torch
 
     from wsi.config import load_config
@@ -238,7 +239,8 @@ def print_table(size, grid, rows):
     for name, row in runs:
         diff = "-"
         if row is not monai and "faithful" in rows:
-            diff = f"{rows['faithful']['diff']:.1e}" if row is ours else f"{np.abs(row['map'] - ours['map']).max():.1e} to the first"
+            diff = (f"{rows['faithful']['diff']:.1e}" if row is ours
+                    else f"{np.abs(row['map'] - ours['map']).max():.1e} to the first")
         print(f"| {name} | {row['whole']:.1f} | {n / row['whole']:.1f} | {monai['whole'] / row['whole']:.2f}x | "
               f"{row['compute']:.1f} | {n / row['compute']:.1f} | {monai['compute'] / row['compute']:.2f}x | "
               f"{row['passes']:.2f} | {diff} |")
@@ -249,9 +251,9 @@ def print_table(size, grid, rows):
             print(f"| probs_map faithful, {label} (sample of {f['sample']}, in-process) | - | - | - | "
                   f"{n / rate:.1f} (extrapolated) | {rate:.2f} | {rate * monai['compute'] / n:.2f}x | "
                   f"{f['passes']:.2f} | {diff} |")
-        print(f"fast (first row) / faithful (compute only): {n / ours['compute'] / f['rate']:.1f}x against the original's "
-              f"algorithm and network (eager float32), {n / ours['compute'] / f['default_rate']:.1f}x against "
-              f"--mode faithful with the default network")
+        print(f"fast (first row) / faithful (compute only): {n / ours['compute'] / f['rate']:.1f}x against the "
+              f"original's algorithm and network (eager float32), "
+              f"{n / ours['compute'] / f['default_rate']:.1f}x against --mode faithful with the default network")
     print(f"CNN busy in the fast run: {100 * ours['busy']:.0f}% of its compute time")
 
 

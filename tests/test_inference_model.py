@@ -270,7 +270,8 @@ def test_openvino_refuses_what_it_cannot_run(device, options, clash):
     from wsi.errors import InputError
     from wsi.model.runtime import resolve_runtime
 
-    with pytest.raises(InputError, match=f"--runtime openvino: runs the float32 pass on the CPU only, not with {clash}"):
+    expected = f"--runtime openvino: runs the float32 pass on the CPU only, not with {clash}"
+    with pytest.raises(InputError, match=expected):
         resolve_runtime("openvino", torch.device(device), **options)
 
 
