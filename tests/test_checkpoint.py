@@ -3,6 +3,7 @@
 import argparse
 import copy
 import logging
+import os
 import pickle
 from collections import OrderedDict
 
@@ -314,12 +315,27 @@ def test_folder_and_contents_without_state_dict(tmp_path):
         load_checkpoint(tmp_path / "c.ckpt")
 
 
-def test_weights_only_fallback_for_foreign_objects(tmp_path, caplog):
-    path = tmp_path / "other.ckpt"
-    torch.save({"state_dict": {"w": torch.ones(2)}, "args": argparse.Namespace(lr=0.1)}, path)
-    with pytest.raises(CheckpointError, match="Weights only load failed"):
-        load_checkpoint(path, weights_only=True)
+class _RunsCode:
+    """An object whose unpickling runs a command (what a malicious checkpoint holds)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_checkpoint_that_needs_more_than_weights_is_refused_in_one_line(tmp_path, caplog):
+    marker = tmp_path / "ran"
+    evil, other = tmp_path / "evil.ckpt", tmp_path / "other.ckpt"
+    torch.save({"state_dict": {"w": torch.ones(2)}, "extra": _RunsCode(marker)}, evil)
+    torch.save({"state_dict": {"w": torch.ones(2)}, "args": argparse.Namespace(lr=0.1)}, other)
+    for path, refused in ((evil, "posix.system"), (other, "argparse.Namespace")):
+        with pytest.raises(CheckpointError) as err:
+            load_checkpoint(path)
+        assert _one_line(err) == (f"{path}: holds a {refused} object, which weights-only loading refuses (no code "
+                                  f"runs from a checkpoint); give --trust_checkpoint only for a file you trust")
+    assert not marker.exists()  # refused before anything ran, and no fallback
     with caplog.at_level(logging.WARNING):
-        ckpt = load_checkpoint(path)
-    assert ckpt["args"].lr == 0.1
-    assert "weights_only=False" in caplog.text and "argparse.Namespace" in caplog.text
+        assert load_checkpoint(other, trust=True)["args"].lr == 0.1  # the user vouches for this one
+    assert "--trust_checkpoint" in caplog.text

@@ -25,7 +25,9 @@ import numpy as np
 
 from wsi.constants import DEFAULT_MAP_LEVEL
 from wsi.errors import InputError
+from wsi.errors import OutputError
 from wsi.fileio import atomic_open, npy_path, save_npy
+from wsi.geometry import _fits as fits_stride
 
 SIDECAR_FORMAT = "ncrf-array-1"
 KINDS = ("tissue_mask", "probs_map")
@@ -129,12 +131,57 @@ class ArrayInfo:
         if len(info.shape) != 2 or not info.stride > 0:
             raise ArrayFileError(f"{where}: not a sidecar of this pipeline (shape {info.shape}, "
                                  f"stride {info.stride})")
+        info.check_consistent(where)
         return info
+
+    def check_consistent(self, where):
+        """Raise :class:`ArrayFileError` unless shape × stride covers the slide's level-0 size (each axis within
+        one cell, the rule of :func:`wsi.geometry.mask_geometry`) and the level is a real level index.
+
+        A sidecar whose level or stride contradicts its own shape and slide would put every detection, contour
+        or sampled centre at the wrong place (outside the slide)."""
+        (width, height), (size_x, size_y) = self.slide.level0_size, self.shape
+        if self.level is not None and self.level < 0:
+            raise ArrayFileError(f"{where}: level {self.level} is not a slide level")
+        if not (width > 0 and height > 0 and fits_stride(width, size_x, self.stride)
+                and fits_stride(height, size_y, self.stride)):
+            raise ArrayFileError(f"{where}: inconsistent sidecar: shape {size_x}x{size_y} at {self.stride:g} level-0 "
+                                 f"pixels per cell does not cover slide {self.slide.name} of {width}x{height}")
 
     def describe(self):
         """``level 3 of Tumor_001.tif, 64 level-0 pixels per cell`` (for messages)."""
         level = "no level" if self.level is None else f"level {self.level}"
         return f"{level} of {self.slide.name}, {self.stride:g} level-0 pixels per cell"
+
+
+def settings_changed(info, **settings):
+    """What differs between the settings a sidecar records and ``settings`` (None values are not compared), as
+    ``'level 5 (made with 6)'``, or ``''`` when nothing does. ``info`` is a sidecar, not None.
+
+    A resumed run redoes an array made otherwise (another level, checkpoint, config, mode) instead of keeping it.
+    """
+    def shown(value):  # a digest is recognisable by its first characters
+        return f"{value[:12]}…" if isinstance(value, str) and len(value) > 16 else value
+
+    made = {"level": info.level, **info.extra}
+    changed = [f"{key} {shown(value)} (made with {shown(made.get(key))})" for key, value in settings.items()
+               if value is not None and made.get(key) != value]
+    return ", ".join(changed)
+
+
+def check_names_slide(info, stem, where):
+    """Raise :class:`ArrayFileError` when the sidecar ``info`` of ``where`` names a slide whose stem is not
+    ``stem`` (an array filed under one slide's name but made from another). No sidecar: nothing to check."""
+    if info is not None and Path(info.slide.name).stem != stem:
+        raise ArrayFileError(f"{where}: made from slide {info.slide.name}, not {stem} (says "
+                             f"{sidecar_path(where).name})")
+
+
+def check_same_slide(info, other, where, other_where):
+    """Raise :class:`ArrayFileError` when two arrays' sidecars name different slides (a map and a mask)."""
+    if info is not None and other is not None and not info.slide.same_slide(other.slide):
+        raise ArrayFileError(f"{where}: made from slide {info.slide.name}, but {other_where} from "
+                             f"{other.slide.name}")
 
 
 def sidecar_path(path):
@@ -164,6 +211,9 @@ def save_array(path, array, info=None):
     """
     path = npy_path(path)
     side = sidecar_path(path)
+    if path.is_dir():  # checked before the sidecar is written: no orphan sidecar beside a folder
+        raise OutputError(path, "is a folder, expected an output file")
+    _check_own_sidecar(side)
     if info is not None:
         if tuple(info.shape) != tuple(np.shape(array)):
             raise ValueError(f"sidecar shape {info.shape} differs from the array's {np.shape(array)}")
@@ -173,6 +223,22 @@ def save_array(path, array, info=None):
     elif side.exists():
         side.unlink()  # a stale sidecar of an earlier array would describe the wrong one
     return save_npy(path, array)
+
+
+def _check_own_sidecar(side):
+    """Raise :class:`OutputError` when ``side`` exists but is not a sidecar this pipeline wrote (an annotation
+    ``<stem>.json`` beside the slide, a config): nothing is replaced that the tools did not write."""
+    if not (side.exists() or side.is_symlink()):
+        return
+    if side.is_dir():
+        raise OutputError(side, "is a folder, expected the array's sidecar file")
+    try:
+        record = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        record = None
+    if not (isinstance(record, dict) and record.get("format") == SIDECAR_FORMAT):
+        raise OutputError(side, "exists and is not a sidecar of this pipeline; the array's sidecar would replace "
+                                "it (move it, or write the array elsewhere)")
 
 
 def load_array(path, what="tissue mask", *, mmap=False, check_finite=True):

@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 
 from wsi.errors import OutputError, WSIError
-from wsi.fileio import check_writable
+from wsi.fileio import check_not_inputs, check_writable
 
 LOG_FORMAT = "%(asctime)s, %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -145,15 +145,27 @@ def run_command(run, args, prog=None):
     return 0 if status is None else int(status)
 
 
-def check_outputs(*paths, folders=()):
+def check_outputs(*paths, folders=(), inputs=()):
     """:func:`~wsi.fileio.check_writable` on each file output in ``paths`` (None skipped) and folder output in
-    ``folders``; raises :class:`~wsi.errors.OutputError` for the first that cannot be written."""
+    ``folders``; raises :class:`~wsi.errors.OutputError` for the first that cannot be written, or that is one of
+    the ``inputs`` under any spelling (:func:`~wsi.fileio.check_not_inputs`: an output never replaces an input).
+    """
+    check_not_inputs(paths, inputs)
     for path in paths:
         if path is not None:
             check_writable(path)
     for path in folders:
         if path is not None:
             check_writable(path, folder=True)
+
+
+def add_trust_checkpoint(parser):
+    """``--trust_checkpoint``: the one way to load a checkpoint that weights-only loading refuses
+    (:func:`wsi.model.checkpoint.load_checkpoint`)."""
+    parser.add_argument("--trust_checkpoint", action="store_true",
+                        help="load a checkpoint that holds objects other than weights (pickled classes or "
+                             "functions) by full unpickling, which can run code stored in the file: only for a "
+                             "file you trust. Default off: such a file is refused")
 
 
 # Argparse types: numeric ranges checked in one place -----------------------------------------------------------
@@ -202,5 +214,5 @@ def probability(text):
     return value
 
 
-__all__ = ["OutputError", "check_outputs", "count", "finite", "non_negative", "positive", "probability",
-           "run_command", "setup_logging"]
+__all__ = ["OutputError", "add_trust_checkpoint", "check_outputs", "count", "finite", "non_negative", "positive",
+           "probability", "run_command", "setup_logging"]

@@ -73,6 +73,40 @@ def check_writable(path, *, folder=False):
     return path
 
 
+def same_file(a, b):
+    """True when the paths ``a`` and ``b`` name one file, however spelt: symbolic links, ``..``, hard links."""
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):  # one of them does not exist (yet): compare where they resolve to
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_not_inputs(outputs, inputs):
+    """Raise :class:`OutputError` when an output is one of the inputs (the same file under any spelling).
+
+    ``outputs`` and ``inputs`` are iterables of paths (None skipped). Scripts call it before any work (through
+    :func:`wsi.cli.check_outputs`), so that an output never replaces an input: ``nms.py p.npy p.npy``,
+    ``probs_map.py ... mask.npy mask.npy`` (whose sidecar ``mask.json`` would be replaced too).
+    """
+    inputs = [Path(p) for p in inputs if p is not None]
+    existing = [p for p in inputs if p.exists()]
+    for output in outputs:
+        if output is None:
+            continue
+        for source in existing:
+            if same_file(output, source):
+                shown = f"{source}" if os.fspath(source) == os.fspath(output) else f"{source} under another name"
+                raise OutputError(output, f"it is the input {shown}; an output never replaces an input")
+
+
+def file_digest(path):
+    """The SHA-256 of a file's bytes, hex (a checkpoint's or a config's identity in a sidecar)."""
+    import hashlib
+
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
 def _is_running(pid):
     if pid == os.getpid():
         return True

@@ -108,7 +108,7 @@ def run(args):
     if not source.exists():
         raise InputError(f"{source}: no such annotation file or folder")
     if not source.is_dir():
-        check_outputs(args.mask_path)
+        check_outputs(args.mask_path, inputs=[source, args.wsi])
         make_mask(source, args.mask_path, args.wsi, args.size, args.mpp, args.tile_size)
         return
     from wsi.data.slide import find_slide
@@ -126,6 +126,8 @@ def run(args):
         raise InputError(f"{out_dir}: is a file; folder mode writes masks into a folder")
     # Check every slide exists before the long work starts.
     slides = {p: (find_slide(args.wsi, p.stem) if args.wsi else None) for p in annotations}
+    check_outputs(*(out_dir / f"{p.stem}{args.suffix}.tif" for p in annotations),
+                  inputs=[*annotations, *(s for s in slides.values() if s is not None)])
     for path in annotations:
         make_mask(path, out_dir / f"{path.stem}{args.suffix}.tif", slides[path], args.size, args.mpp,
                   args.tile_size)

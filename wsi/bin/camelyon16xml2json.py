@@ -72,7 +72,7 @@ def run(args):
         return 2 if failed else 0
     if json_path.is_dir():
         json_path = json_path / f"{xml_path.stem}.json"
-    check_outputs(json_path)
+    check_outputs(json_path, inputs=[xml_path])
     annotation = camelyon16xml2json(xml_path, json_path, warn=logger.warning)
     logger.info("%s -> %s: %d positive, %d negative", xml_path, json_path, len(annotation.positive),
                 len(annotation.negative))

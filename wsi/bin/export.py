@@ -18,7 +18,7 @@ if __package__ in (None, ""):  # run as `python wsi/bin/export.py`: make the rep
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
-from wsi.arrays import cell_size, load_array
+from wsi.arrays import cell_size, load_array, sidecar_path
 from wsi.cli import ArgumentParser, check_outputs, count, positive, probability, run_command
 from wsi.errors import InputError
 
@@ -69,7 +69,9 @@ def run(args):
     from wsi.eval import export
     from wsi.eval.detections import read_detections
 
-    check_outputs(args.out_path)
+    maps = [getattr(args, "probs_map_path", None) or getattr(args, "npy", None)]
+    check_outputs(args.out_path, inputs=[*maps, *(sidecar_path(p) for p in maps if p), getattr(args, "wsi", None),
+                                         getattr(args, "csv", None)])
     if args.command == "heatmap":
         probs_map, info = load_array(args.probs_map_path, "probability map")
         cell = cell_size(info, args.level, args.probs_map_path)

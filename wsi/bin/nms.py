@@ -20,7 +20,7 @@ if __package__ in (None, ""):  # run as `python wsi/bin/nms.py`: make the repo r
 
 import logging
 
-from wsi.arrays import cell_size, load_array
+from wsi.arrays import cell_size, load_array, sidecar_path
 from wsi.cli import ArgumentParser, check_outputs, count, for_each_input, non_negative, probability, run_command
 from wsi.eval.detections import write_detections
 from wsi.eval.nms import nms
@@ -63,11 +63,12 @@ def detect(args, probs_map_path, coord_path):
 def run(args):
     source = Path(args.probs_map_path)
     if not source.is_dir():
-        check_outputs(args.coord_path)
+        check_outputs(args.coord_path, inputs=[source, sidecar_path(source)])
         detect(args, source, args.coord_path)
         return 0
     check_outputs(folders=[Path(args.coord_path)])
     maps = sorted(p for p in source.glob("*.npy") if not p.name.startswith("."))
+    check_outputs(*(Path(args.coord_path) / f"{p.stem}.csv" for p in maps), inputs=maps)
     return for_each_input(maps, lambda path: detect(args, path, Path(args.coord_path) / f"{path.stem}.csv"),
                           what="probability maps", empty=f"{source}: no .npy probability maps in this folder")
 

@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from wsi.cli import ArgumentParser, check_outputs, run_command
+from wsi.cli import ArgumentParser, add_trust_checkpoint, check_outputs, run_command
 from wsi.errors import InputError
 from wsi.fileio import atomic_path, figure_format
 from wsi.model.checkpoint import CheckpointError, load_checkpoint
@@ -28,13 +28,13 @@ from wsi.model.checkpoint import CheckpointError, load_checkpoint
 logger = logging.getLogger(__name__)
 
 
-def crf_weights(ckpt_path):
+def crf_weights(ckpt_path, trust=False):
     """The raw CRF weights of a checkpoint as a ``[k, k, k, k]`` float array (k = 3 for N = 9 nodes).
 
     Raises :class:`CheckpointError` when the checkpoint has no CRF (trained with ``use_crf: false``) or its
     ``crf.W`` is not ``[1, N, N]`` with N a square.
     """
-    state_dict = load_checkpoint(ckpt_path)["state_dict"]
+    state_dict = load_checkpoint(ckpt_path, trust=trust)["state_dict"]
     if "crf.W" not in state_dict:
         raise CheckpointError(f"{ckpt_path}: no CRF layer (crf.W) in this checkpoint (trained with use_crf: false?)")
     W = state_dict["crf.W"].detach().float().cpu().numpy()
@@ -78,6 +78,7 @@ def get_args_parser():
         help="Image to write; the format follows the suffix (default: <ckpt stem>_W.png beside the checkpoint)",
     )
     parser.add_argument("--show", action="store_true", help="Also open a window with the figure (default: off)")
+    add_trust_checkpoint(parser)
     return parser
 
 
@@ -85,8 +86,8 @@ def run(args):
     ckpt = Path(args.ckpt_path)
     out = Path(args.out) if args.out else ckpt.with_name(f"{ckpt.stem}_W.png")
     fmt = figure_format(out)
-    check_outputs(out)
-    W = crf_weights(ckpt)
+    check_outputs(out, inputs=[ckpt])
+    W = crf_weights(ckpt, trust=args.trust_checkpoint)
     logger.info("W of %s: min %.4f, max %.4f", ckpt, float(np.min(W)), float(np.max(W)))
 
     if args.show:

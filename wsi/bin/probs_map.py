@@ -20,7 +20,7 @@ if __package__ in (None, ""):  # run as `python wsi/bin/probs_map.py`: make the 
 import logging
 import os
 
-from wsi.cli import ArgumentParser, count, positive, run_command
+from wsi.cli import ArgumentParser, add_trust_checkpoint, count, positive, run_command
 from wsi.constants import RUNTIMES
 
 logger = logging.getLogger(__name__)
@@ -82,6 +82,7 @@ def get_args_parser():
                              "every N-th from the K-th); default torchrun's RANK/WORLD_SIZE, else all")
     parser.add_argument("--overwrite", action="store_true",
                         help="with many slides, recompute maps that exist (default: skip them)")
+    add_trust_checkpoint(parser)
     return parser
 
 
@@ -95,7 +96,8 @@ def run(args):
                    mode=args.mode, device=args.device, batch_size=args.batch_size, num_workers=args.num_workers,
                    eight_avg=bool(args.eight_avg), amp=args.amp, shard=shard,
                    skip_existing=False if args.overwrite else None, optimize=not args.eager_cnn,
-                   compile=args.compile, tf32=args.tf32, threads=args.threads, runtime=args.runtime)
+                   compile=args.compile, tf32=args.tf32, threads=args.threads, runtime=args.runtime,
+                   trust_checkpoint=args.trust_checkpoint)
     if written.failed:
         logger.warning("%d slide(s) with regions that could not be read: %s", len(written.failed),
                        ", ".join(Path(slide).name for slide, _ in written.failed))

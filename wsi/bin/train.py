@@ -34,13 +34,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from wsi.cli import ArgumentParser, check_outputs, count, probability, run_command
+from wsi.cli import ArgumentParser, add_trust_checkpoint, check_outputs, count, positive, probability, run_command
 from wsi.config import DATASETS, load_config, save_config
 from wsi.data.image_producer import dataset_from_config
 from wsi.data.skipping import SkippingLoader, collate_grids
 from wsi.device import resolve_device
 from wsi.errors import InputError
 from wsi.model import build_model, grid_size, inference_model, load_checkpoint, load_model_state, save_checkpoint
+from wsi.model.checkpoint import check_save_folder
 from wsi.model.checkpoint import unwrap_model
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,10 @@ def get_args_parser():
                              "the GPU of its LOCAL_RANK instead)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from SAVE_PATH/train.ckpt (epoch, step, optimizer, best validation loss)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start afresh in a SAVE_PATH that holds a run, replacing its checkpoints (default: "
+                             "such a folder is refused unless --resume)")
+    add_trust_checkpoint(parser)
     parser.add_argument("--seed", default=0, type=count,
                         help="seed of the weights' initialisation, the augmentation and the batch shuffling, "
                              "default 0 (the original seeded with 0)")
@@ -70,7 +75,7 @@ def get_args_parser():
                         help="grids that cannot be read (a damaged tile, a broken PNG) are skipped, logged once and "
                              "counted (train/skipped, valid/skipped in tensorboard); stop when more than this share "
                              "of an epoch's grids fail, default 0.01")
-    parser.add_argument("--epochs", default=None, type=count,
+    parser.add_argument("--epochs", default=None, type=positive,
                         help="train this many epochs in all instead of the config's 'epoch'")
     parser.add_argument("--augment", default="auto", choices=AUGMENT_MODES,
                         help="where the colour jitter, flips, rotations, crops and scaling run: 'cpu' per item "
@@ -219,9 +224,9 @@ def _reduce_mean(values, world_size):
 
 
 # Resuming and checkpoints ----------------------------------------------------------------------------------------
-def load_resume(save_path, seed):
+def load_resume(save_path, seed, trust=False):
     """``(checkpoint, seed)``: SAVE_PATH/train.ckpt and the seed the run started with (it wins over ``--seed``)."""
-    ckpt = load_checkpoint(save_path / "train.ckpt", map_location="cpu")
+    ckpt = load_checkpoint(save_path / "train.ckpt", map_location="cpu", trust=trust)
     if ckpt.get("seed") is not None and ckpt["seed"] != seed:
         logger.warning("--seed %d differs from train.ckpt's %d: using %d so the run continues as it started",
                        seed, ckpt["seed"], ckpt["seed"])
@@ -418,7 +423,9 @@ def run(args):
     if save_path.exists() and not save_path.is_dir():
         raise InputError(f"{save_path}: is a file, expected the output folder")
     check_outputs(folders=[save_path])
-    ckpt, seed = load_resume(save_path, args.seed) if args.resume else (None, args.seed)
+    check_save_folder(save_path, args.cfg_path, resume=args.resume, overwrite=args.overwrite,
+                      rewrites_cfg=args.epochs is not None)
+    ckpt, seed = load_resume(save_path, args.seed, args.trust_checkpoint) if args.resume else (None, args.seed)
     device, device_ids = select_device(args, world_size, local_rank)
     num_gpu = max(1, len(device_ids)) if world_size == 1 else 1
     raw = augment_on_device(args.augment, device)

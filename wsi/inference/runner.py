@@ -15,13 +15,14 @@ from pathlib import Path
 
 import torch
 
-from wsi.arrays import ArrayInfo, save_array
+from wsi.arrays import ArrayFileError, ArrayInfo, SlideRef, read_sidecar, save_array, settings_changed, sidecar_path
 from wsi.config import load_config
 from wsi.data.slide import SlideError, list_slides, names_many_slides, open_slide
 from wsi.data.tissue import load_tissue_mask
 from wsi.device import resolve_device
-from wsi.errors import InputError
-from wsi.fileio import check_writable, is_complete_npy, npy_header, npy_path, remove_stale_temporaries
+from wsi.errors import InputError, OutputError, WSIError
+from wsi.fileio import (check_not_inputs, check_writable, file_digest, is_complete_npy, npy_header, npy_path,
+                        remove_stale_temporaries)
 from wsi.geometry import GridSpec, fast_mode_problem, mask_geometry
 from wsi.inference.common import InferenceStats
 from wsi.inference.damaged import failed_report_path, write_failed_report
@@ -155,10 +156,39 @@ class MapsWritten(list):
         self.failed = list(failed)
 
 
-def _is_done(job):
-    """True when ``job.output`` is a complete float64 map of the mask's shape (a re-run may skip it)."""
+def _job_files(job):
+    """``(outputs, inputs)`` of a job: the map, its sidecar and failure report; the slide, the mask and its
+    sidecar."""
+    return ([job.output, sidecar_path(job.output), failed_report_path(job.output)],
+            [job.slide, job.mask, sidecar_path(job.mask)])
+
+
+def _not_done(job, settings):
+    """Why ``job.output`` must be computed again, or ``''`` when a re-run may keep it.
+
+    Kept only when it is a complete float64 map of the mask's shape, its sidecar describes it and names this
+    slide (quick hash), and it was made with these ``settings`` (checkpoint, config and mask bytes, mode, 8-fold
+    average); a map with positions that could not be read (a ``.failed.txt`` beside it) is not finished.
+    """
     header = npy_header(job.mask)
-    return header is not None and len(header[0]) == 2 and is_complete_npy(job.output, header[0], "float64")
+    if header is None or len(header[0]) != 2 or not is_complete_npy(job.output, header[0], "float64"):
+        return "it is not a complete map of its mask's shape"
+    if failed_report_path(job.output).exists():
+        return f"{failed_report_path(job.output).name} lists positions that could not be read"
+    try:
+        info = read_sidecar(job.output)
+        if info is not None and tuple(info.shape) != tuple(header[0]):
+            return "its sidecar describes another shape"
+        with open_slide(job.slide) as slide:
+            if info is not None and not info.slide.same_slide(SlideRef.of(slide)):
+                return f"it was made from another slide ({info.slide.name})"
+    except (ArrayFileError, SlideError) as err:
+        return str(err)
+    if info is None:  # not written by this pipeline (the original's map?): not replaced, but said
+        logger.warning("%s: no sidecar says how it was made: kept as it is (--overwrite computes it again)",
+                       job.output)
+        return ""
+    return settings_changed(info, mask_sha256=file_digest(job.mask), **settings)
 
 
 def _position_regions(geometry, grid, failed):
@@ -185,7 +215,7 @@ def configure_backends(device, *, tf32=False, threads=None):
 
 def run_probs_maps(wsi, ckpt, cfg_path, mask, npy, *, mode="fast", device=None, batch_size=None, num_workers=5,
                    eight_avg=False, amp=False, shard=None, progress=True, skip_existing=None, optimize=True,
-                   compile=False, tf32=False, threads=None, runtime="auto"):
+                   compile=False, tf32=False, threads=None, runtime="auto", trust_checkpoint=False):
     """Compute the maps ``probs_map.py`` is asked for; returns the outputs written (:class:`MapsWritten`).
 
     ``shard`` is (K, N) or None for torchrun's ``RANK``/``WORLD_SIZE`` (one shard outside torchrun).
@@ -193,9 +223,11 @@ def run_probs_maps(wsi, ckpt, cfg_path, mask, npy, *, mode="fast", device=None, 
     channels_last; same map within 1e-5), ``compile`` adds ``torch.compile``; ``runtime`` (``auto``, ``torch``,
     ``openvino``) runs that folded network on a CPU inference runtime
     (:func:`~wsi.model.runtime.resolve_runtime`: ``auto`` is OpenVINO on a CPU when installed, float32, the same
-    map within 1e-5); ``tf32`` and ``threads``: see :func:`configure_backends`.
+    map within 1e-5); ``tf32`` and ``threads``: see :func:`configure_backends`; ``trust_checkpoint``: see
+    :func:`~wsi.model.checkpoint.load_checkpoint` (``trust``).
     ``skip_existing`` defaults to True for many slides and False for one (the original overwrites); a map is
-    skipped only when it is a complete float64 ``.npy`` of its mask's shape. Every problem found before the
+    skipped only when it is a complete float64 ``.npy`` of its mask's shape made from this slide with these
+    settings, without positions that failed (:func:`_not_done`). Every problem found before the
     first map (config, checkpoint, missing masks, an output that cannot be written) is raised before anything
     runs. Positions whose region cannot be decoded are 0 in the map and listed in ``<stem>.failed.txt``; with
     many slides, a slide that cannot be read at all is listed the same way and the run goes on.
@@ -222,21 +254,24 @@ def run_probs_maps(wsi, ckpt, cfg_path, mask, npy, *, mode="fast", device=None, 
         logger.info("shard %d/%d: %d of %d slides", shard[0], shard[1], len(mine), len(jobs))
     if skip_existing is None:
         skip_existing = many
+    for job in jobs:  # an output never replaces an input (NPY folder = MASK folder, mask.npy given twice, ...)
+        outputs, inputs = _job_files(job)
+        check_not_inputs(outputs, [*inputs, ckpt, cfg_path])
+        if job.output.is_dir():
+            raise OutputError(job.output, "is a folder, expected an output file")
     for folder in {job.output.parent for job in mine}:
         for path in remove_stale_temporaries(folder):
             logger.info("removed %s, left by an interrupted run", path)
+    # What a kept map must have been made with: on resume, a map made otherwise is computed again.
+    settings = dict(ckpt_sha256=file_digest(ckpt) if Path(ckpt).is_file() else None,
+                    cfg_sha256=file_digest(cfg_path), mode_asked=mode, eight_avg=bool(eight_avg))
     todo, failed = [], []
     for job in mine:
         if skip_existing and job.output.exists():
-            report = failed_report_path(job.output)
-            if not _is_done(job):
-                logger.info("%s: %s exists but is not a complete map of its mask's shape: computing it again",
-                            job.slide.name, job.output)
+            why = _not_done(job, settings) if job.mask.is_file() else "its mask is missing"
+            if why:
+                logger.info("%s: %s exists but %s: computing it again", job.slide.name, job.output, why)
                 todo.append(job)
-            elif report.exists():
-                logger.info("%s: %s exists, skipped; %s lists the positions that could not be read",
-                            job.slide.name, job.output, report)
-                failed.append((job.slide, str(report)))
             else:
                 logger.info("%s: %s exists, skipped", job.slide.name, job.output)
         else:
@@ -248,7 +283,7 @@ def run_probs_maps(wsi, ckpt, cfg_path, mask, npy, *, mode="fast", device=None, 
     if not todo:
         return MapsWritten(failed=failed)
     configure_backends(device, tf32=tf32, threads=threads)
-    model = load_model(ckpt, cfg, device, source_cfg=str(cfg_path))
+    model = load_model(ckpt, cfg, device, source_cfg=str(cfg_path), trust=trust_checkpoint)
     if optimize or compile:
         model = inference_model(model, compile=compile, runtime=runtime, crop=grid.crop_size, threads=threads)
     cnn = ("as loaded (--eager_cnn)" if not (optimize or compile) else
@@ -266,7 +301,9 @@ def run_probs_maps(wsi, ckpt, cfg_path, mask, npy, *, mode="fast", device=None, 
             with open_slide(job.slide) as slide:
                 tissue, geometry = load_tissue_mask(job.mask, slide)
                 info = ArrayInfo.of("probs_map", slide, geometry, ckpt=str(ckpt), cfg=str(cfg_path),
-                                    mask=str(job.mask), eight_avg=bool(eight_avg))
+                                    mask=str(job.mask), eight_avg=bool(eight_avg), mode_asked=mode,
+                                    ckpt_sha256=settings["ckpt_sha256"], cfg_sha256=settings["cfg_sha256"],
+                                    mask_sha256=file_digest(job.mask))
             probs_map = compute_probs_map(model, job.slide, tissue, grid, mode=mode, batch_size=batch_size,
                                           num_workers=num_workers, eight_avg=eight_avg, amp=amp,
                                           progress=progress, stats=stats, mask_name=job.mask, geometry=geometry,
@@ -275,12 +312,11 @@ def run_probs_maps(wsi, ckpt, cfg_path, mask, npy, *, mode="fast", device=None, 
                 first = stats.failed[min(stats.failed)]
                 raise SlideError(f"{job.slide}: none of its {stats.positions} tissue positions could be read "
                                  f"(a truncated or damaged slide? first: {first})")
-        except (SlideError, ReadFailed) as err:
-            if not many:
+        except (WSIError, ReadFailed) as err:
+            if not many or isinstance(err, OutputError):
                 raise
-            # One unreadable slide must not stop the others: list it, go on, exit 1 at the end.
-            logger.error("%s (%d/%d): cannot be read, no map (%s); listed in %s", job.slide.name, number,
-                         len(todo), err, report)
+            # One unreadable slide (or a bad mask) must not stop the others: list it, go on, exit 1 at the end.
+            logger.error("%s (%d/%d): no map (%s); listed in %s", job.slide.name, number, len(todo), err, report)
             write_failed_report(report, job.slide, {}, reason=err)
             written.failed.append((job.slide, str(err)))
             continue

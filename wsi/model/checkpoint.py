@@ -12,13 +12,16 @@ keys without a ``module.`` prefix (it saves ``model.module.state_dict()``). Ours
      'cfg': dict | None,       # the training config
      ...}                      # any extra keys given to save_checkpoint
 
-Both load with ``weights_only=True`` (no arbitrary code runs while unpickling).
+Both load with ``weights_only=True``: no code stored in a checkpoint runs. A file that needs any other object (a
+pickled class, a function) is refused in one line naming the object's type; only ``trust=True`` (the scripts'
+``--trust_checkpoint``, for a file the user trusts) unpickles it fully.
 """
 
 import argparse
 import logging
 import os
 import pickle
+import re
 from collections import OrderedDict
 from pathlib import Path
 
@@ -26,7 +29,7 @@ import numpy as np
 import torch
 
 from wsi.errors import WSIError
-from wsi.fileio import atomic_path
+from wsi.fileio import atomic_path, check_not_inputs, remove_stale_temporaries
 from wsi.model.build import build_model
 
 logger = logging.getLogger(__name__)
@@ -125,6 +128,31 @@ def save_checkpoint(path, model, *, epoch, step, optimizer=None, best_valid_loss
     return path
 
 
+#: What train.py writes in SAVE_PATH and a new run would replace.
+RUN_CHECKPOINTS = ("train.ckpt", "best.ckpt")
+
+
+def check_save_folder(save_path, cfg_path, *, resume=False, overwrite=False, rewrites_cfg=False):
+    """Check train.py's SAVE_PATH before a run; removes the temporaries of interrupted runs there.
+
+    A folder holding a checkpoint (a finished or interrupted run) is refused unless ``resume`` (continue it) or
+    ``overwrite`` (replace it), one line naming both options. The config CFG may be SAVE_PATH/cfg.json only
+    when the run writes it back unchanged (not ``rewrites_cfg``, i.e. no ``--epochs``). Raises
+    :class:`CheckpointError` or :class:`~wsi.errors.OutputError`.
+    """
+    save_path = Path(save_path)
+    if resume and overwrite:
+        raise CheckpointError("--resume continues the run in SAVE_PATH and --overwrite replaces it: give one")
+    found = [name for name in RUN_CHECKPOINTS if (save_path / name).exists()]
+    if found and not (resume or overwrite):
+        raise CheckpointError(f"{save_path / found[0]}: SAVE_PATH holds a run; give --resume to continue it or "
+                              f"--overwrite to replace it")
+    if rewrites_cfg:
+        check_not_inputs([save_path / "cfg.json"], [cfg_path])
+    for path in remove_stale_temporaries(save_path):  # a run killed with kill -9 left them (keeps live runs')
+        logger.info("removed %s, left by an interrupted run", path)
+
+
 def _first_line(err):
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0]}" if text and text[0] else type(err).__name__
@@ -136,7 +164,20 @@ def _is_state_dict(obj):
     )
 
 
-def load_checkpoint(path, map_location="cpu", weights_only=None):
+#: The option of the scripts that loads a checkpoint needing more than weights (named in the refusal).
+TRUST_OPTION = "--trust_checkpoint"
+# torch's weights-only unpickler names the object it refused as "GLOBAL module.name".
+_REFUSED_GLOBAL = re.compile(r"GLOBAL ([A-Za-z_][\w.]*)")
+
+
+def _refused_object(err):
+    """The type the weights-only unpickler refused, from its error message (``posix.system``,
+    ``argparse.Namespace``), or a description when the message names none."""
+    match = _REFUSED_GLOBAL.search(str(err))
+    return match.group(1) if match else "an object other than tensors and plain data"
+
+
+def load_checkpoint(path, map_location="cpu", trust=False):
     """Load a checkpoint: ours, the original NCRF's (PyTorch 0.3 legacy format) or a bare state_dict.
 
     Parameters
@@ -144,35 +185,35 @@ def load_checkpoint(path, map_location="cpu", weights_only=None):
     path : str or Path
     map_location : str, torch.device or callable
         Where tensors go (default CPU, so a checkpoint saved on a GPU loads anywhere).
-    weights_only : bool or None
-        None (default): unpickle with ``weights_only=True`` and, only if the file holds objects that loader
-        refuses (e.g. an ``argparse.Namespace`` saved by another tool), retry with full unpickling and log a
-        warning. True: never fall back. False: full unpickling (only for files you trust).
+    trust : bool
+        False (default): weights-only unpickling, always; a file that needs any other object (a class, a
+        function: what a pickle runs code with) is refused with :class:`CheckpointError` naming the object's type
+        and ``--trust_checkpoint``. True: full unpickling, for a file the user trusts (the scripts'
+        ``--trust_checkpoint``); it can run code stored in the file.
 
     Returns a dict with at least ``'state_dict'`` (keys without ``module.``); a bare state_dict is returned as
     ``{'state_dict': ...}``. Other entries are kept as stored.
 
-    Raises :class:`CheckpointError` (one line naming the file) when the file is missing or unreadable or holds
-    no state_dict.
+    Raises :class:`CheckpointError` (one line naming the file) when the file is missing or unreadable, needs more
+    than weights-only loading allows (without ``trust``) or holds no state_dict.
     """
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"{path}: not a checkpoint file (it is a folder)")
+    if trust:
+        logger.warning("%s: loading with full unpickling (%s): code stored in the file can run", path, TRUST_OPTION)
     try:
-        try:
-            ckpt = torch.load(path, map_location=map_location, weights_only=weights_only is not False)
-        except pickle.UnpicklingError as err:
-            # The weights-only unpickler refuses globals outside its allow-list (tensors, storages, dicts,
-            # OrderedDict, numbers...). The original's checkpoints and ours never need more; a checkpoint from
-            # another tool may (numpy scalars, Namespaces). Fall back to full unpickling only then, with a warning,
-            # since that can run code stored in the file.
-            if weights_only is not None or "Weights only load failed" not in str(err):
-                raise
-            reason = next((ln for ln in str(err).splitlines() if "Unsupported global" in ln), "").strip()
-            logger.warning("%s: loading with weights_only=False (only for files you trust): %s", path, reason)
-            ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        ckpt = torch.load(path, map_location=map_location, weights_only=not trust)
+    except pickle.UnpicklingError as err:
+        if trust or "Weights only load failed" not in str(err):
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_line(err)})") from None
+        # The weights-only unpickler allows tensors, storages, dicts, OrderedDict, numbers and strings: all that
+        # the original's checkpoints and ours hold. Anything else is how a pickle runs code: never load it unasked.
+        raise CheckpointError(f"{path}: holds a {_refused_object(err)} object, which weights-only loading refuses "
+                              f"(no code runs from a checkpoint); give {TRUST_OPTION} only for a file you "
+                              f"trust") from None
     except Exception as err:  # torch.load raises many types (EOFError, KeyError, RuntimeError...) for bad files
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_line(err)})") from None
 
@@ -258,17 +299,18 @@ def load_model_state(model, state_dict, source="the checkpoint"):
     return model
 
 
-def load_model(ckpt_path, cfg, device="cpu", source_cfg="the config"):
+def load_model(ckpt_path, cfg, device="cpu", source_cfg="the config", trust=False):
     """The model ``cfg`` describes, with the weights of ``ckpt_path``, on ``device``, in eval mode.
 
     Works for the original NCRF's ``ckpt/resnet18_crf.ckpt`` (with ``configs/resnet18_crf.json``) and
     ``ckpt/resnet18_base.ckpt`` (with ``configs/resnet18_base.json``) as well as ours. Raises
     :class:`CheckpointError` or :class:`~wsi.errors.InputError` with one line when they do not belong together:
     a CRF in one and not the other, another architecture or grid (:func:`load_model_state`), or a checkpoint
-    that records a training config with other image, patch or crop sizes than ``cfg``.
+    that records a training config with other image, patch or crop sizes than ``cfg``. ``trust``: see
+    :func:`load_checkpoint`.
     """
     model = build_model(cfg, source=source_cfg)
-    ckpt = load_checkpoint(ckpt_path, map_location="cpu")
+    ckpt = load_checkpoint(ckpt_path, map_location="cpu", trust=trust)
     trained = ckpt.get("cfg")
     if isinstance(trained, dict):
         for key in ("image_size", "patch_size", "crop_size"):
@@ -281,6 +323,8 @@ def load_model(ckpt_path, cfg, device="cpu", source_cfg="the config"):
 
 __all__ = [
     "CheckpointError",
+    "TRUST_OPTION",
+    "check_save_folder",
     "load_checkpoint",
     "load_model",
     "load_model_state",
