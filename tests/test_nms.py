@@ -102,15 +102,15 @@ def test_coordinates_follow_the_level():
 
 def test_smoothing_uses_skimage_gaussian_defaults(tmp_path):
     probs_map = np.zeros((20, 20), dtype=np.float32)
-    probs_map[4, 15] = 10.0
-    probs_map[15, 3] = 2.0  # smoothed below the threshold
+    probs_map[4, 15] = 1.0  # a map holds probabilities: values above 1 are refused
+    probs_map[15, 3] = 0.2  # smoothed below the threshold
     expected = ndimage.gaussian_filter(probs_map.astype(np.float64), sigma=1.5, mode="nearest", truncate=4.0)
-    status, csv = run_cli(tmp_path, probs_map, "--sigma", "1.5")
+    status, csv = run_cli(tmp_path, probs_map, "--sigma", "1.5", "--prob_thred", "0.05")
     assert status == 0
     assert csv.read_text() == "%.5f,%d,%d\n" % (expected[4, 15], 4 * 64 + 32, 15 * 64 + 32)
-    assert expected[15, 3] < 0.5 < expected[4, 15]
+    assert expected[15, 3] < 0.05 < expected[4, 15]
     # Without smoothing both peaks are detected, with their raw values.
-    assert lines(nms(probs_map, radius=2)) == ["10.00000,288,992", "2.00000,992,224"]
+    assert lines(nms(probs_map, radius=2, prob_thred=0.05)) == ["1.00000,288,992", "0.20000,992,224"]
 
 
 def test_nothing_above_threshold_writes_an_empty_file(tmp_path):

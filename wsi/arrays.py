@@ -31,6 +31,8 @@ from wsi.geometry import _fits as fits_stride
 
 SIDECAR_FORMAT = "ncrf-array-1"
 KINDS = ("tissue_mask", "probs_map")
+#: The sidecar kind of each ``what`` that :func:`load_array` is asked for.
+_KIND_OF = {"tissue mask": "tissue_mask", "probability map": "probs_map"}
 
 
 class ArrayFileError(InputError):
@@ -247,7 +249,8 @@ def load_array(path, what="tissue mask", *, mmap=False, check_finite=True):
     The one loader of the pipeline's arrays. Raises :class:`ArrayFileError`, one line naming the file, for a
     missing file, a folder, a file that is not one ``.npy`` array (a pickle, an ``.npz``), an array that is not
     2-D, empty, not boolean or numeric, or (``check_finite``) holding NaN or infinity, and for a sidecar that
-    does not describe the array. ``mmap=True`` memory-maps the array (the finiteness check still reads it).
+    does not describe the array (shape, kind, or a shape × stride that does not cover its slide). A
+    ``'probability map'`` must moreover be a numeric array of values in [0, 1] (a bool array is a mask). ``mmap=True`` memory-maps the array (the finiteness check still reads it).
     """
     path = Path(path)
     if not path.is_file():
@@ -260,11 +263,25 @@ def load_array(path, what="tissue mask", *, mmap=False, check_finite=True):
     if not isinstance(array, np.ndarray):
         raise ArrayFileError(f"{path}: not a single .npy array (an .npz archive?)")
     check_array(array, path, what, check_finite=check_finite)
+    if what == "probability map":
+        check_probabilities(array, path)
     info = read_sidecar(path)
     if info is not None and tuple(info.shape) != array.shape:
         raise ArrayFileError(f"{sidecar_path(path)}: describes an array of shape {info.shape}, but {path.name} "
                              f"has shape {array.shape}")
+    if info is not None and _KIND_OF.get(what, info.kind) != info.kind:
+        raise ArrayFileError(f"{path}: a {info.kind.replace('_', ' ')} (says {sidecar_path(path).name}), "
+                             f"expected a {what}")
     return array, info
+
+
+def check_probabilities(array, where):
+    """Raise :class:`ArrayFileError` unless ``array`` is a numeric (not boolean) array of values in [0, 1]."""
+    if array.dtype == bool:
+        raise ArrayFileError(f"{where}: a boolean array (a tissue mask?), expected a probability map")
+    low, high = float(np.min(array)), float(np.max(array))
+    if low < 0.0 or high > 1.0:
+        raise ArrayFileError(f"{where}: values from {low:g} to {high:g}, expected probabilities in [0, 1]")
 
 
 def check_array(array, where="array", what="tissue mask", check_finite=True):

@@ -206,6 +206,37 @@ def non_negative(text):
     return _at_least(float, 0, text)
 
 
+#: The largest level index a script accepts: 2**30 level-0 pixels per cell is wider than any slide.
+MAX_LEVEL = 30
+
+
+def int_in(lowest, highest, why=""):
+    """The argparse type of an integer in [lowest, highest]; ``why`` explains the upper bound in the error."""
+
+    def parse(text):
+        value = _at_least(int, lowest, text)
+        if value > highest:
+            raise argparse.ArgumentTypeError(f"must be at most {highest}{why}, got {text.strip()}")
+        return value
+
+    parse.__name__ = "int"  # argparse names the type in its own messages
+    return parse
+
+
+#: ``--level``: a level index in [0, 30] (a slide level, or the original's ``2**level`` cell size).
+level_index = int_in(0, MAX_LEVEL, f" (2**{MAX_LEVEL} level-0 pixels per cell is wider than any slide)")
+#: ``--RGB_min``: an 8-bit channel value in [0, 255].
+channel_value = int_in(0, 255, " (an 8-bit channel value)")
+
+
+def positive_float(text):
+    """A finite float > 0 (µm per pixel, scales)."""
+    value = _number(float, text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text.strip()}")
+    return value
+
+
 def probability(text):
     """A finite float in [0, 1] (thresholds, fractions, shares)."""
     value = _number(float, text)
@@ -214,5 +245,5 @@ def probability(text):
     return value
 
 
-__all__ = ["OutputError", "add_trust_checkpoint", "check_outputs", "count", "finite", "non_negative", "positive",
-           "probability", "run_command", "setup_logging"]
+__all__ = ["OutputError", "add_trust_checkpoint", "channel_value", "check_outputs", "count", "finite", "level_index",
+           "int_in", "non_negative", "positive", "positive_float", "probability", "run_command", "setup_logging"]

@@ -40,7 +40,8 @@ def get_args_parser():
 
 
 def run(args):
-    check_outputs(args.plot, args.json)  # fail before the long evaluation, not after
+    inputs = [*Path(args.mask_folder).glob("*"), *Path(args.result_folder).glob("*")]
+    check_outputs(args.plot, args.json, inputs=inputs)  # fail before the long evaluation, not after
     if args.plot:
         check_plot_path(args.plot)  # fail before the long evaluation, not after
     exclude = [s.strip() for s in args.exclude.split(",") if s.strip()]

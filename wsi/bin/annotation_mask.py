@@ -19,7 +19,7 @@ import logging
 import math
 import time
 
-from wsi.cli import ArgumentParser, check_outputs, finite, positive, run_command
+from wsi.cli import ArgumentParser, check_outputs, finite, positive, positive_float, run_command
 from wsi.constants import CAMELYON16_MPP
 from wsi.errors import InputError
 
@@ -41,7 +41,7 @@ def get_args_parser():
                              "folder mode the folder of slides <stem>.tif")
     parser.add_argument("--size", default=None, type=positive, nargs=2, metavar=("WIDTH", "HEIGHT"),
                         help="level-0 size of the slide instead of --wsi")
-    parser.add_argument("--mpp", default=None, type=finite,
+    parser.add_argument("--mpp", default=None, type=positive_float,
                         help=f"µm per level-0 pixel written in the mask; default the slide's, else {DEFAULT_MPP}")
     parser.add_argument("--suffix", default="", type=str,
                         help="folder mode: appended to each output stem, e.g. _Mask; default none "
@@ -81,6 +81,7 @@ def make_mask(annotation_path, mask_path, slide_path=None, size=None, mpp=None, 
     from tqdm import tqdm
 
     from wsi.data.mask import mask_levels, write_tumour_mask
+    from wsi.data.pyramid import check_pyramid_memory
 
     annotation = load_annotation(annotation_path)
     width, height, mpp = slide_geometry(slide_path, size, mpp)
@@ -91,6 +92,7 @@ def make_mask(annotation_path, mask_path, slide_path=None, size=None, mpp=None, 
         if x_max >= width or y_max >= height:
             log.warning("%s: annotations reach (%d, %d), beyond the %d×%d slide: is it the right slide?",
                         annotation_path, x_max, y_max, width, height)
+    check_pyramid_memory(mask_levels(width, height), tile_size)  # before the progress bar
     tiles = sum(math.ceil(w / tile_size) * math.ceil(h / tile_size) for w, h in mask_levels(width, height))
     start = time.time()
     with tqdm(total=tiles, desc=Path(annotation_path).stem, unit="tile", leave=False) as bar:

@@ -19,9 +19,14 @@ if __package__ in (None, ""):  # run as `python wsi/bin/check_slides.py`: make t
 
 from tqdm import tqdm
 
-from wsi.cli import ArgumentParser, run_command
+from wsi.cli import ArgumentParser, count, level_index, positive, run_command
 from wsi.data.check import check_tree, describe, find_slides
 from wsi.data.slide import NotAFolderError, SlideNotFoundError
+
+
+def level_or_none(text):
+    """``--level``: a level index, or -1 for no level test."""
+    return -1 if text.strip() == "-1" else level_index(text)
 
 
 def get_args_parser():
@@ -31,15 +36,15 @@ def get_args_parser():
     parser.add_argument("--full", action="store_true",
                         help="decode every region of every level (hours for a 700 GB download on few CPUs), "
                              "default: a sample of each level")
-    parser.add_argument("--sample", default=64, type=int,
+    parser.add_argument("--sample", default=64, type=count,
                         help="random regions per slide besides the coarsest level and each level's first and "
                              "last region, default 64")
-    parser.add_argument("--region", default=512, type=int, help="side of a region read, pixels, default 512")
-    parser.add_argument("--level", default=6, type=int,
+    parser.add_argument("--region", default=512, type=positive, help="side of a region read, pixels, default 512")
+    parser.add_argument("--level", default=6, type=level_or_none,
                         help="level every slide must have (the tissue masks' and maps' level), default 6; "
                              "-1: no such test")
-    parser.add_argument("--workers", default=None, type=int, help="decoding threads, default: the CPUs")
-    parser.add_argument("--seed", default=0, type=int, help="seed of the sample, default 0")
+    parser.add_argument("--workers", default=None, type=positive, help="decoding threads, default: the CPUs")
+    parser.add_argument("--seed", default=0, type=count, help="seed of the sample, default 0")
     return parser
 
 

@@ -49,7 +49,7 @@ def get_args_parser():
 
 
 def run(args):
-    check_outputs(args.output)
+    check_outputs(args.output, inputs=[args.tumor, args.normal, *Path(args.json_path).glob("*.json")])
     if args.tumor is None and args.normal is None:
         raise InputError("give a list to report on: --tumor PATH and/or --normal PATH")
     tumor = read_coords(args.tumor) if args.tumor else []

@@ -19,10 +19,12 @@ if __package__ in (None, ""):  # run as `python wsi/bin/export.py`: make the rep
 
 
 from wsi.arrays import cell_size, load_array, sidecar_path
-from wsi.cli import ArgumentParser, check_outputs, count, positive, probability, run_command
+from wsi.cli import ArgumentParser, check_outputs, count, int_in, level_index, positive, probability, run_command
 from wsi.errors import InputError
 
 
+#: The highest --dpi: print resolution (the figure is 9.5 inches wide: 11400 pixels, about 4.5 GB to draw).
+MAX_DPI = 1200
 LEVEL_HELP = ("level of the probability map: its cells are 2**level level-0 pixels (the original's rule), default 6; "
               "a map with a sidecar (X.json beside X.npy) gives its own scale, and a --level that disagrees with it "
               "is refused")
@@ -37,13 +39,13 @@ def get_args_parser():
     heatmap.add_argument("out_path", metavar="OUT", type=str, help="output image (.png; .pdf/.svg for figures)")
     heatmap.add_argument("--wsi", default=None, type=str, metavar="SLIDE",
                          help="slide to draw under the map (its thumbnail); default none: the map alone")
-    heatmap.add_argument("--level", default=None, type=count, help=LEVEL_HELP)
+    heatmap.add_argument("--level", default=None, type=level_index, help=LEVEL_HELP)
     heatmap.add_argument("--cmap", default="jet", type=str, help="matplotlib colour map, default jet")
     heatmap.add_argument("--alpha", default=0.5, type=probability,
                          help="opacity of the map over the slide (non-zero cells only), default 0.5")
     heatmap.add_argument("--plain", action="store_true",
                          help="write the bare image, one pixel per map cell, without axes or colour bar")
-    heatmap.add_argument("--dpi", default=100, type=positive, help="figure resolution, default 100")
+    heatmap.add_argument("--dpi", default=100, type=int_in(1, MAX_DPI), help=f"figure resolution, 1 to {MAX_DPI}, default 100")
 
     for name, help_text, out_help in (
         ("geojson", "QuPath GeoJSON of detections (points) and tumour contours (polygons)", "output .geojson"),
@@ -58,7 +60,7 @@ def get_args_parser():
                               "default none")
         sub.add_argument("--threshold", default=0.5, type=probability,
                          help="probability of the tumour contours, default 0.5")
-        sub.add_argument("--level", default=None, type=count, help=LEVEL_HELP)
+        sub.add_argument("--level", default=None, type=level_index, help=LEVEL_HELP)
         if name == "geojson":
             sub.add_argument("--name", default="Tumor", type=str,
                              help="QuPath classification name of the objects, default Tumor")

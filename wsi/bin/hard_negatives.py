@@ -21,7 +21,7 @@ if __package__ in (None, ""):  # run as `python wsi/bin/hard_negatives.py`: make
 
 from tqdm import tqdm
 
-from wsi.cli import ArgumentParser, check_outputs, count, positive, probability, run_command
+from wsi.cli import ArgumentParser, check_outputs, count, level_index, positive, probability, run_command
 from wsi.data.hard_negatives import HARD_STRIDE, add_hard_negatives
 
 
@@ -43,7 +43,7 @@ def get_args_parser():
                         help="slides to use, default: every map in PROBS_MAP_PATH")
     parser.add_argument("--assume_normal", action="store_true",
                         help="treat every slide without an annotation JSON as normal, default: only Normal_*")
-    parser.add_argument("--level", default=None, type=count,
+    parser.add_argument("--level", default=None, type=level_index,
                         help="level of the maps: a map pixel is 2**level level-0 pixels (the original's rule), "
                              "default 6; maps with a sidecar (X.json) give their own scale, and a --level that "
                              "disagrees with it is refused")
@@ -66,7 +66,9 @@ def get_args_parser():
 
 
 def run(args):
-    check_outputs(args.output or args.normal_path)
+    inputs = [*Path(args.probs_map_path).glob("*.npy"), *Path(args.probs_map_path).glob("*.json"),
+              *Path(args.json_path).glob("*.json"), *(Path(args.mask_path).glob("*") if args.mask_path else ())]
+    check_outputs(args.output or args.normal_path, inputs=inputs)  # NORMAL_PATH is extended in place by design
     add_hard_negatives(args.probs_map_path, args.json_path, args.normal_path, output_path=args.output,
                        mask_path=args.mask_path, pids=args.pids, level=args.level, stride=args.stride,
                        threshold=args.threshold, margin=args.margin, max_per_slide=args.max_per_slide,

@@ -21,7 +21,8 @@ if __package__ in (None, ""):  # run as `python wsi/bin/nms.py`: make the repo r
 import logging
 
 from wsi.arrays import cell_size, load_array, sidecar_path
-from wsi.cli import ArgumentParser, check_outputs, count, for_each_input, non_negative, probability, run_command
+from wsi.cli import (ArgumentParser, check_outputs, count, for_each_input, level_index, non_negative, probability,
+                     run_command)
 from wsi.eval.detections import write_detections
 from wsi.eval.nms import nms
 
@@ -37,7 +38,7 @@ def get_args_parser():
     parser.add_argument("coord_path", metavar="COORD_PATH", type=str,
                         help="output CSV of detections: prob,x,y per line (level 0), no header; with a folder of "
                              "maps, the output folder (<stem>.csv)")
-    parser.add_argument("--level", default=None, type=count,
+    parser.add_argument("--level", default=None, type=level_index,
                         help="level of the probability map: a cell is 2**level level-0 pixels (the original's "
                              "rule), default 6; a map with a sidecar gives its own scale, and a --level that "
                              "disagrees with it is refused")

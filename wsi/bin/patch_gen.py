@@ -16,7 +16,7 @@ if __package__ in (None, ""):  # run as `python wsi/bin/patch_gen.py`: make the 
 
 import logging
 
-from wsi.cli import ArgumentParser, check_outputs, count, positive, run_command
+from wsi.cli import ArgumentParser, check_outputs, count, level_index, positive, run_command
 from wsi.data.patches import generate_patches, summarize
 
 logger = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ def get_args_parser():
                         help="output folder for <i>.png and list.txt (created if missing)")
     parser.add_argument("--patch_size", default=768, type=positive,
                         help="side of each PNG in pixels, default 768")
-    parser.add_argument("--level", default=0, type=count,
+    parser.add_argument("--level", default=0, type=level_index,
                         help="pyramid level read, default 0 (the top-left stays centre - patch_size/2 in level-0 "
                              "pixels)")
     parser.add_argument("--num_process", default=5, type=positive,

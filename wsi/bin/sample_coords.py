@@ -20,7 +20,7 @@ if __package__ in (None, ""):  # run as `python wsi/bin/sample_coords.py`: make 
 
 from tqdm import tqdm
 
-from wsi.cli import ArgumentParser, check_outputs, count, probability, run_command
+from wsi.cli import ArgumentParser, channel_value, check_outputs, count, level_index, probability, run_command
 from wsi.data.sampling import sample_coords
 
 
@@ -37,9 +37,9 @@ def get_args_parser():
     parser.add_argument("--mask_path", default=None, type=str,
                         help="folder of tissue masks <pid>.npy ([x, y] bool, any level), default: none, "
                              "computed on the fly at --level")
-    parser.add_argument("--level", default=6, type=count,
+    parser.add_argument("--level", default=6, type=level_index,
                         help="level of the tissue masks computed on the fly, default 6")
-    parser.add_argument("--rgb_min", default=50, type=count,
+    parser.add_argument("--rgb_min", default=50, type=channel_value,
                         help="RGB_min of the tissue masks computed on the fly, default 50")
     parser.add_argument("--pids", nargs="+", default=None, metavar="PID",
                         help="slides to sample, default: every JSON in JSON_PATH. A slide without a JSON is "

@@ -14,9 +14,12 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python wsi/bin/slide_auc.py`: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+import logging
 
 from wsi.cli import ArgumentParser, check_outputs, positive, run_command
 from wsi.eval.slide_auc import SCORES, read_slide_labels, score_slides, slide_auc, write_slide_scores
+
+logger = logging.getLogger(__name__)
 
 
 def get_args_parser():
@@ -39,9 +42,12 @@ def get_args_parser():
 
 
 def run(args):
-    check_outputs(args.scores_csv)
+    check_outputs(args.scores_csv, inputs=[args.labels_csv, *Path(args.probs_map_dir).glob("*.npy")])
     labels = read_slide_labels(args.labels_csv)
     exclude = [s.strip() for s in args.exclude.split(",") if s.strip()]
+    unknown = [s for s in exclude if s not in labels]
+    if unknown:  # a typo would silently keep the slide in: say so, as the FROC does
+        logger.warning("--exclude names slides without a label in %s: %s", args.labels_csv, ", ".join(unknown))
     rows = score_slides(args.probs_map_dir, labels, score=args.score, k=args.k, exclude=exclude)
     auc = slide_auc(rows, where=args.labels_csv)
     write_slide_scores(args.scores_csv, rows)

@@ -20,7 +20,7 @@ if __package__ in (None, ""):  # run as `python wsi/bin/tissue_mask.py`: make th
 
 import logging
 
-from wsi.cli import ArgumentParser, check_outputs, count, for_each_input, run_command
+from wsi.cli import ArgumentParser, channel_value, check_outputs, count, for_each_input, level_index, run_command
 from wsi.data.slide import list_slides, names_many_slides
 from wsi.data.tissue import write_tissue_mask
 from wsi.errors import InputError
@@ -36,8 +36,8 @@ def get_args_parser():
     parser.add_argument("npy_path", metavar="NPY", type=str,
                         help="Path to the output npy mask file (.npy is appended when missing); with many slides, "
                              "the output folder")
-    parser.add_argument("--level", default=6, type=count, help="at which WSI level to obtain the mask, default 6")
-    parser.add_argument("--RGB_min", "--rgb_min", dest="RGB_min", default=50, type=count,
+    parser.add_argument("--level", default=6, type=level_index, help="at which WSI level to obtain the mask, default 6")
+    parser.add_argument("--RGB_min", "--rgb_min", dest="RGB_min", default=50, type=channel_value,
                         help="min value for RGB channel, default 50")
     parser.add_argument("--overwrite", action="store_true",
                         help="with many slides, recompute masks that exist (default: skip them)")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wsi.arrays import cell_size, load_array
+from wsi.arrays import cell_size, check_names_slide, check_same_slide, load_array
 from wsi.data.annotation import load_annotations
 from wsi.data.coords import read_coords, write_coords
 from wsi.data.labels import is_normal
@@ -100,11 +100,14 @@ def add_hard_negatives(probs_path, json_path, normal_path, *, output_path=None, 
     for pid in pids:
         map_path = probs_path / f"{pid}.npy"
         probs, info = load_array(map_path, "probability map", mmap=True)
+        check_names_slide(info, pid, map_path)  # its sidecar names the slide whose annotation is used
         cells[pid] = check_stride(stride, cell_size(info, level, map_path))
         if mask_path is not None:
             if not Path(mask_path).is_dir():
                 raise SamplingError(f"{mask_path}: no such tissue-mask folder")
-            tissue, _ = load_array(Path(mask_path) / f"{pid}.npy", "tissue mask", mmap=True)
+            tissue, mask_info = load_array(Path(mask_path) / f"{pid}.npy", "tissue mask", mmap=True)
+            check_names_slide(mask_info, pid, Path(mask_path) / f"{pid}.npy")
+            check_same_slide(mask_info, info, Path(mask_path) / f"{pid}.npy", map_path)
             if tissue.shape != probs.shape:
                 raise SamplingError(f"{Path(mask_path) / (pid + '.npy')}: tissue mask shape {tissue.shape} differs "
                                     f"from the probability map's {probs.shape} ({probs_path / (pid + '.npy')})")

@@ -18,6 +18,10 @@ import tifffile
 
 from wsi.constants import CAMELYON16_MPP
 from wsi.fileio import atomic_path
+from wsi.memory import check_allocation
+
+#: Bytes of memory per tile that tifffile's tile tables (offsets and byte counts, Python lists) take.
+_TILE_TABLE_BYTES = 80
 
 
 def pyramid_dimensions(width, height, min_size=16, max_levels=10, factor=2):
@@ -35,6 +39,14 @@ def pyramid_dimensions(width, height, min_size=16, max_levels=10, factor=2):
             break
         dims.append((nw, nh))
     return dims
+
+
+def check_pyramid_memory(dims, tile_size):
+    """Raise :class:`~wsi.errors.InputError` when the tile tables of a pyramid of level sizes ``dims`` do not fit
+    in memory: a mistyped size (100000000 × 100000000) fails in one line, not as a MemoryError mid-write."""
+    count = sum(math.ceil(w / tile_size) * math.ceil(h / tile_size) for w, h in dims)
+    check_allocation(count * _TILE_TABLE_BYTES, f"a {dims[0][0]}x{dims[0][1]} pyramid of {count} tiles of "
+                                                f"{tile_size} pixels (its tile table)")
 
 
 def write_pyramid(path, render, width, height, *, channels=3, mpp=CAMELYON16_MPP, tile_size=256, compression="jpeg",
@@ -58,6 +70,7 @@ def write_pyramid(path, render, width, height, *, channels=3, mpp=CAMELYON16_MPP
     Returns the list of level sizes (width, height).
     """
     dims = pyramid_dimensions(width, height, min_size=min_size, max_levels=max_levels, factor=factor)
+    check_pyramid_memory(dims, tile_size)
     photometric = "rgb" if channels == 3 else "minisblack"
     shape_tail = (channels,) if channels == 3 else ()
     pixels_per_cm = 1e4 / mpp

@@ -35,7 +35,7 @@ def read_detections(path):
 
     Row ``i`` of the arrays is line ``i + 1`` of the file. As the original's reader, each line is split on
     commas into ``float(prob), int(x), int(y)``; unlike it, a header, a blank line, a field count other than 3,
-    a non-integer coordinate or a non-finite probability raises :class:`DetectionsError` naming the file and
+    a non-integer coordinate or a probability that is not a finite number in [0, 1] raises :class:`DetectionsError` naming the file and
     the line (the original crashed with a traceback, or read NaN).
     """
     path = Path(path)
@@ -56,6 +56,8 @@ def read_detections(path):
             raise DetectionsError(f"{path}: line {number} has {what} (the CSV has no header): {line!r}") from None
         if not math.isfinite(prob):
             raise DetectionsError(f"{path}: line {number} has a non-finite probability: {line!r}")
+        if not 0.0 <= prob <= 1.0:
+            raise DetectionsError(f"{path}: line {number} has a probability outside [0, 1]: {line!r}")
         try:
             x, y = int(fields[1]), int(fields[2])
         except ValueError:

@@ -28,6 +28,12 @@ import numpy as np
 from wsi.data.annotation import Polygon, write_asap_xml
 from wsi.errors import InputError
 from wsi.fileio import atomic_open, atomic_path, figure_format
+from wsi.memory import check_allocation
+
+#: Matplotlib's Agg renderer draws at most this many pixels along each side of a figure.
+_AGG_MAX_SIDE = 2 ** 16
+#: Memory a heatmap figure takes per pixel while drawn and saved (measured: about 41 bytes at --dpi 300).
+_FIGURE_BYTES_PER_PIXEL = 48
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +105,15 @@ def write_heatmap(path, probs_map, slide_path=None, cell=64, cmap="jet", alpha=0
         raise InputError(f"unknown colour map {cmap!r}; e.g. jet, viridis, inferno")
     fmt = _pil_format(path) if plain else figure_format(path)  # check before the work
     probs_map = np.asarray(probs_map)
+    size_x, size_y = probs_map.shape
+    width_in = 8.0
+    figsize = (width_in + 1.5, max(2.0, width_in * size_y / size_x))
+    if not plain:  # a --dpi or a map shape that asks for an impossible figure: one line, before any work
+        sides = [round(inches * dpi) for inches in figsize]
+        if max(sides) >= _AGG_MAX_SIDE:
+            raise InputError(f"--dpi {dpi}: a figure of {sides[0]}x{sides[1]} pixels is larger than matplotlib "
+                             f"draws ({_AGG_MAX_SIDE} a side); lower --dpi or use --plain")
+        check_allocation(_FIGURE_BYTES_PER_PIXEL * sides[0] * sides[1], f"--dpi {dpi}: a figure of {sides[0]}x{sides[1]} pixels")
     background = slide_background(slide_path, probs_map.shape, cell) if slide_path else None
     image = heatmap_image(probs_map, background, cmap=cmap, alpha=alpha if background is not None else 1.0)
     if plain:
@@ -111,10 +126,8 @@ def write_heatmap(path, probs_map, slide_path=None, cell=64, cmap="jet", alpha=0
     from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
 
-    size_x, size_y = probs_map.shape
     scale = cell
-    width_in = 8.0
-    figure = Figure(figsize=(width_in + 1.5, max(2.0, width_in * size_y / size_x)))
+    figure = Figure(figsize=figsize)
     axes = figure.add_subplot()
     axes.imshow(image, extent=(0, size_x * scale, size_y * scale, 0), interpolation="nearest")
     axes.set_xlabel("x (level-0 pixels)")
