@@ -78,7 +78,7 @@ def test_full_decodes_every_region_of_every_level(good_tree):
     reports = check_tree(good_tree, full=True, region=256, need_level=None, workers=2)
     assert [r.path.name for r in reports] == ["Test_001.tif", "Normal_001.tif", "Tumor_001.tif"]
     for report in reports:
-        assert report.regions_read == report.regions_total == len(
+        assert report.regions_read == report.regions_tried == report.regions_total == len(
             level_regions(report.level_dimensions, report.level_downsamples, 256))
         assert report.regions_total == 16 + 4 + 1 + 1 + 1 + 1 + 1  # 1024, 512, 256, 128, 64, 32, 16 px levels
 

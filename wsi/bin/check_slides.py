@@ -69,7 +69,7 @@ def run(args):
             print(f"WARNING {line}")
     unusable = [report for report in reports if not report.usable]
     read = sum(report.regions_read for report in reports)
-    total = sum(report.regions_total for report in reports)
+    total = sum(report.regions_tried for report in reports)
     annotated = sum(report.annotation is not None for report in reports)
     labelled = sum(report.label is not None for report in reports)
     mode = "every region" if args.full else "a sample"

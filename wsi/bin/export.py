@@ -18,7 +18,7 @@ if __package__ in (None, ""):  # run as `python wsi/bin/export.py`: make the rep
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
-from wsi.arrays import cell_size, load_array, sidecar_path
+from wsi.arrays import cell_size, check_made_from, load_array, sidecar_path
 from wsi.cli import ArgumentParser, check_outputs, count, int_in, level_index, positive, probability, run_command
 from wsi.errors import InputError
 
@@ -67,6 +67,15 @@ def get_args_parser():
     return parser
 
 
+def check_slide_of(info, slide_path, map_path):
+    """Refuse to draw a map over another slide than the one its sidecar names (no sidecar, no slide: no check)."""
+    if info is not None and slide_path is not None:
+        from wsi.data.slide import open_slide
+
+        with open_slide(slide_path) as slide:
+            check_made_from(info, slide, map_path)
+
+
 def run(args):
     from wsi.eval import export
     from wsi.eval.detections import read_detections
@@ -76,6 +85,7 @@ def run(args):
                                          getattr(args, "csv", None)])
     if args.command == "heatmap":
         probs_map, info = load_array(args.probs_map_path, "probability map")
+        check_slide_of(info, args.wsi, args.probs_map_path)
         cell = cell_size(info, args.level, args.probs_map_path)
         export.write_heatmap(args.out_path, probs_map, slide_path=args.wsi, cell=cell, cmap=args.cmap,
                              alpha=args.alpha, plain=args.plain, dpi=args.dpi,

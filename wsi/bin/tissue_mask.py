@@ -22,9 +22,10 @@ import logging
 
 from wsi.cli import ArgumentParser, channel_value, check_outputs, count, for_each_input, level_index, run_command
 from wsi.data.slide import list_slides, names_many_slides
-from wsi.data.tissue import write_tissue_mask
+from wsi.data.tissue import mask_not_done, write_tissue_mask
 from wsi.errors import InputError
-from wsi.fileio import npy_header, npy_path
+from wsi.arrays import sidecar_path
+from wsi.fileio import npy_path, remove_stale_temporaries
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,8 @@ def mask_one(args, slide_path, output):
 
 def run(args):
     if not names_many_slides(args.wsi_path):
-        check_outputs(args.npy_path, npy_path(args.npy_path))  # an existing folder is refused, not <folder>.npy
+        output = npy_path(args.npy_path)  # an existing folder is refused, not <folder>.npy
+        check_outputs(args.npy_path, output, sidecar_path(output), inputs=[args.wsi_path])
         mask_one(args, args.wsi_path, args.npy_path)
         return 0
     out_dir = Path(args.npy_path)
@@ -59,13 +61,19 @@ def run(args):
         raise InputError(f"{out_dir}: with many slides ({args.wsi_path}), NPY must be the output folder, not a file")
     check_outputs(folders=[out_dir])
     slides = sorted(list_slides(args.wsi_path), key=lambda p: (p.stem, str(p)))
+    outputs = [npy_path(out_dir / slide.stem) for slide in slides]
+    check_outputs(*outputs, *map(sidecar_path, outputs), inputs=slides)  # slides/ as NPY with X.json slides...
+    for path in remove_stale_temporaries(out_dir):  # left by a run killed with kill -9 (live runs' kept)
+        logger.info("removed %s, left by an interrupted run", path)
     todo = []
-    for slide in slides:
-        output = npy_path(out_dir / slide.stem)
-        header = npy_header(output) if output.exists() and not args.overwrite else None
-        if header is not None and len(header[0]) == 2 and header[1] == bool:
+    for slide, output in zip(slides, outputs):
+        why = mask_not_done(output, slide, args.level, args.RGB_min) if output.exists() and not args.overwrite \
+            else "missing"
+        if not why:
             logger.info("%s: %s exists, skipped", slide.name, output)
-        else:  # missing, --overwrite, or not a complete 2-D bool mask (junk, a copy cut short): computed again
+        else:  # missing, --overwrite, junk, cut short, made otherwise: computed again
+            if why != "missing":
+                logger.info("%s: %s exists but %s: computing it again", slide.name, output, why)
             todo.append(slide)
     if not todo:
         return 0

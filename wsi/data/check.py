@@ -29,7 +29,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wsi.data.slide import RegionReadError, SlideError, open_slide
+from wsi.data.slide import RegionReadError, SlideError, open_slide, truncation
 
 #: Suffixes of the formats OpenSlide reads (lower case): Aperio, Hamamatsu, Leica, MIRAX, Philips, Sakura,
 #: Trestle, Ventana, Zeiss and generic tiled TIFF.
@@ -48,7 +48,8 @@ class SlideReport:
     label: str = None                 # "Tumor" or "Normal"
     label_source: str = None          # the reference CSV, or "name"
     regions_total: int = 0            # regions of all levels
-    regions_read: int = 0             # regions decoded (all of them with full=True)
+    regions_read: int = 0             # regions that decoded, of those tried
+    regions_tried: int = 0            # regions tried (all of them with full=True)
     problems: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
 
@@ -187,6 +188,9 @@ def _open_report(path, annotations, labels, need_level):
         return report
     if report.mpp is None:
         report.warnings.append(f"{path}: no µm per pixel in the slide's properties")
+    truncated = truncation(path)
+    if truncated:  # it opens with the levels before the cut: say why levels and tiles are missing
+        report.problems.append(f"{path}: {truncated} (an interrupted download?)")
     if need_level is not None and need_level >= len(report.level_dimensions):
         report.problems.append(f"{path}: no level {need_level} (the pipeline's tissue masks and maps read it); "
                                f"the slide has levels 0-{len(report.level_dimensions) - 1}")
@@ -218,8 +222,10 @@ def check_tree(root, *, full=False, sample=64, region=512, need_level=6, workers
             todo = regions if full else sample_regions(regions, sample, seed + index)
             results = pool.map(lambda r: reader.read(report.path, *r), todo)
             for failure in results:
-                report.regions_read += 1
-                if failure is not None:
+                report.regions_tried += 1
+                if failure is None:
+                    report.regions_read += 1
+                else:
                     report.problems.append(failure)
                 if progress is not None:
                     progress(1)
@@ -238,5 +244,5 @@ def describe(report, root=None):
         if report.label else "none"
     state = "ok" if report.usable else f"UNUSABLE ({len(report.problems)} problems)"
     return (f"{name}: {len(report.level_dimensions)} levels, {width}x{height} px at level 0, {mpp}, "
-            f"annotation {annotation}, label {label}, {report.regions_read}/{report.regions_total} regions "
-            f"decoded: {state}")
+            f"annotation {annotation}, label {label}, {report.regions_read} of {report.regions_tried} regions "
+            f"tried decoded: {state}")

@@ -313,6 +313,8 @@ class GridImageDataset(_GridDataset):
         if not list_path.is_file():
             raise DatasetError(f"{self._data_path}: no list.txt; write the folder with patch_gen")
         rows = read_coords(list_path)
+        if not rows:
+            raise DatasetError(f"{list_path}: no coordinates (the list is empty): nothing to train on")
         names = set(os.listdir(self._data_path))
         missing = [i for i in range(len(rows)) if f"{i}.png" not in names]
         if missing:
@@ -353,6 +355,8 @@ class GridSlideDataset(_GridDataset):
                  label_mode="positive", augment=True, seed=None, raw=False):
         wsi_path = check_wsi_dir(wsi_path)
         rows = read_coords(coords_path)
+        if not rows:
+            raise DatasetError(f"{coords_path}: no coordinates (the list is empty): nothing to train on")
         self._slide_paths = {}
         for number, (pid, _, _) in enumerate(rows, start=1):
             if pid not in self._slide_paths:

@@ -124,6 +124,9 @@ def _write_chunk(task):
     except SlideError as err:
         return written, skipped, [(i, pid, x, y, str(err)) for i, pid, x, y in todo]
     for i, pid, x, y in todo:
+        if (out_dir / f"{i}.png").is_dir():  # something not written by patch_gen is in the way: never removed
+            failures.append((i, pid, x, y, f"{out_dir / f'{i}.png'} is a folder, expected the patch file"))
+            continue
         try:
             image = read_patch(slide, x, y, patch_size, level)
         except SlideError as err:
@@ -174,6 +177,8 @@ def generate_patches(wsi_dir, coords_path, out_dir, patch_size=768, level=0, num
     wsi_dir = check_wsi_dir(wsi_dir)
     coords_path = Path(coords_path)
     rows = read_coords(coords_path)  # line-numbered errors for blank and malformed lines
+    if not rows:
+        raise InputError(f"{coords_path}: no coordinates (the list is empty): nothing to write")
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir}: is a file, expected the output folder")

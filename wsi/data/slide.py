@@ -8,6 +8,7 @@ Arrays returned are images, ``[rows = y, cols = x, 3]`` uint8 RGB. The NCRF mask
 ``[x, y]``; see :mod:`wsi.data.tissue`.
 """
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -39,12 +40,34 @@ class UnsupportedSlideError(SlideError):
     """The file is not a slide OpenSlide (or PIL, for plain images) can read."""
 
 
+def truncation(path):
+    """``''``, or why the TIFF ``path`` is cut short: tiles of its first page reach past the end of the file.
+
+    A truncated download still opens, with only the levels whose directories came before the cut, so it
+    otherwise reads as a slide with too few levels.
+    """
+    try:
+        import tifffile
+
+        size = os.path.getsize(path)
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            end = max((o + c for o, c in zip(page.dataoffsets, page.databytecounts)), default=0)
+    except Exception:  # not a TIFF, or unreadable: nothing to say about truncation
+        return ""
+    if end > size:
+        return f"the file is truncated: {size} bytes, but its level-0 tiles reach byte {end}"
+    return ""
+
+
 class LevelError(SlideError, ValueError):
     """A level the slide does not have; ``levels`` lists the ones it has."""
 
     def __init__(self, path, level, levels):
         self.path, self.level, self.levels = str(path), level, list(levels)
-        super().__init__(f"{path}: no level {level}; the slide has levels {self.levels}")
+        truncated = truncation(path) if level not in self.levels else ""
+        super().__init__(f"{path}: no level {level}; the slide has levels {self.levels}"
+                         + (f" ({truncated})" if truncated else ""))
 
     def __reduce__(self):  # rebuildable from its fields in another process (DataLoader workers, pools)
         return type(self), (self.path, self.level, self.levels)

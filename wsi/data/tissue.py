@@ -11,7 +11,10 @@ import numpy as np
 from skimage.color import rgb2hsv
 from skimage.filters import threshold_otsu
 
-from wsi.arrays import ArrayInfo, check_made_from, load_array, save_array
+from wsi.arrays import ArrayInfo, SlideRef, check_made_from, load_array, read_sidecar, save_array, \
+    settings_changed
+from wsi.errors import WSIError
+from wsi.fileio import npy_header
 from wsi.data.slide import RegionReadError, Slide, open_slide
 from wsi.geometry import mask_geometry
 
@@ -99,6 +102,33 @@ def write_tissue_mask(slide_path, npy_path, level=6, rgb_min=50):
                                  mask_name=str(npy_path), slide_name=str(slide_path))
         info = ArrayInfo.of("tissue_mask", slide, geometry, rgb_min=int(rgb_min))
     return save_array(npy_path, mask, info), mask
+
+
+def mask_not_done(output, slide_path, level, rgb_min):
+    """Why a resumed run must compute the mask ``output`` of ``slide_path`` again, or ``''`` to keep it.
+
+    Kept only when it is a complete 2-D bool ``.npy`` (not 0 bytes, text, or a copy cut short) whose sidecar
+    describes it, names this slide (quick hash) and records this ``level`` and ``rgb_min``, and whose shape is
+    that level's size. A mask without a sidecar (the original's) is kept with a warning: it is not replaced.
+    """
+    header = npy_header(output)
+    if header is None or len(header[0]) != 2 or header[1] != bool:
+        return "it is not a complete 2-D boolean .npy"
+    try:
+        info = read_sidecar(output)
+        if info is not None and tuple(info.shape) != tuple(header[0]):
+            return "its sidecar describes another shape"
+        with open_slide(slide_path) as slide:
+            if info is not None and not info.slide.same_slide(SlideRef.of(slide)):
+                return f"it was made from another slide ({info.slide.name})"
+            if 0 <= level < slide.level_count and tuple(header[0]) != tuple(slide.level_dimensions[level]):
+                return f"its shape {header[0]} is not level {level}'s {tuple(slide.level_dimensions[level])}"
+    except WSIError as err:  # an unreadable sidecar or slide: computing it again says what is wrong
+        return str(err)
+    if info is None:
+        logger.warning("%s: no sidecar says how it was made: kept as it is (--overwrite computes it again)", output)
+        return ""
+    return settings_changed(info, level=int(level), rgb_min=int(rgb_min))
 
 
 def load_tissue_mask(path, slide, mmap=False):
