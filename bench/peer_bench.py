@@ -90,7 +90,7 @@ def monai_child(slide, mask_path, crop, out_path):
 
     torch.manual_seed(0)
     model = torchvision.models.resnet18(num_classes=1).eval()
-    mask = np.load(mask_path)
+    mask = np.load(mask_path, allow_pickle=False)
     start = time.perf_counter()
     scale = Lambdad(keys="image", func=lambda x: (x.float() - 128.0) / 128.0)
     dataset = GivenMaskPatchWSIDataset([{"image": str(slide)}], mask.T, patch_size=crop, patch_level=0,
@@ -153,7 +153,7 @@ def run_monai(slide, mask, crop, out):
     whole, text = run_child([sys.executable, __file__, "--_monai_child", str(slide), str(mask), str(crop), str(out)])
     found = re.search(r"compute ([\d.]+) positions (\d+)", text)
     return {"whole": whole, "compute": float(found[1]), "positions": int(found[2]), "passes": 1.0,
-            "map": np.load(out)}
+            "map": np.load(out, allow_pickle=False)}
 
 
 def run_ours(slide, mask, cfg, ckpt, out, extra=()):
@@ -164,7 +164,7 @@ def run_ours(slide, mask, cfg, ckpt, out, extra=()):
     if not found:
         raise SystemExit(f"no timing line in the probs_map.py log:\n{text}")
     return {"whole": whole, "compute": float(found[3]), "positions": int(found[1]), "passes": float(found[4]),
-            "busy": int(found[5]) / 100, "map": np.load(out)}
+            "busy": int(found[5]) / 100, "map": np.load(out, allow_pickle=False)}
 
 
 def run_faithful_sample(slide, mask_path, cfg_path, ckpt, fast_map, sample_size):
@@ -182,7 +182,7 @@ def run_faithful_sample(slide, mask_path, cfg_path, ckpt, fast_map, sample_size)
     from wsi.model.runtime import resolve_runtime
 
     cfg = load_config(cfg_path)
-    mask = np.load(mask_path)
+    mask = np.load(mask_path, allow_pickle=False)
     xs, ys = np.nonzero(mask)
     pick = np.linspace(0, len(xs) - 1, min(sample_size, len(xs))).round().astype(int)
     sample = np.zeros_like(mask)
@@ -206,7 +206,7 @@ def run_faithful_sample(slide, mask_path, cfg_path, ckpt, fast_map, sample_size)
 
 def bench_slide(workdir, size, radius, grid, faithful_sample, runtimes):
     slide, mask, cfg, ckpt = write_inputs(workdir, size, radius, grid)
-    tissue = np.load(mask)
+    tissue = np.load(mask, allow_pickle=False)
     monai = run_monai(slide, mask, grid[2], Path(workdir) / f"monai_{size}.npy")
     rows = {"monai": monai}
     for runtime in runtimes:

@@ -145,10 +145,13 @@ class ArrayInfo:
         (width, height), (size_x, size_y) = self.slide.level0_size, self.shape
         if self.level is not None and self.level < 0:
             raise ArrayFileError(f"{where}: level {self.level} is not a slide level")
+        down_x, down_y = self.downsample if len(self.downsample) == 2 else (self.stride, self.stride)
         if not (width > 0 and height > 0 and fits_stride(width, size_x, self.stride)
-                and fits_stride(height, size_y, self.stride)):
+                and fits_stride(height, size_y, self.stride) and down_x > 0 and down_y > 0
+                and fits_stride(width, size_x, down_x) and fits_stride(height, size_y, down_y)):
             raise ArrayFileError(f"{where}: inconsistent sidecar: shape {size_x}x{size_y} at {self.stride:g} level-0 "
-                                 f"pixels per cell does not cover slide {self.slide.name} of {width}x{height}")
+                                 f"pixels per cell (downsample {down_x:g}, {down_y:g}) does not cover slide "
+                                 f"{self.slide.name} of {width}x{height}")
 
     def describe(self):
         """``level 3 of Tumor_001.tif, 64 level-0 pixels per cell`` (for messages)."""
@@ -332,3 +335,9 @@ def check_made_from(info, slide, where):
                else f"level-0 size {info.slide.level0_size} vs {ref.level0_size}")
         raise ArrayFileError(f"{where}: made from slide {info.slide.name}, not from {slide.path} ({how}; "
                              f"says {sidecar_path(where).name})")
+    if info.level is not None:  # the level it names must have its shape on this slide
+        levels = slide.level_dimensions
+        if info.level >= len(levels) or tuple(levels[info.level]) != tuple(info.shape):
+            have = f"is {tuple(levels[info.level])}" if info.level < len(levels) else "does not exist"
+            raise ArrayFileError(f"{sidecar_path(where)}: says level {info.level}, shape {info.shape}, but level "
+                                 f"{info.level} of {slide.path} {have}")
