@@ -266,8 +266,6 @@ def load_array(path, what="tissue mask", *, mmap=False, check_finite=True):
     if not isinstance(array, np.ndarray):
         raise ArrayFileError(f"{path}: not a single .npy array (an .npz archive?)")
     check_array(array, path, what, check_finite=check_finite)
-    if what == "probability map":
-        check_probabilities(array, path)
     info = read_sidecar(path)
     if info is not None and tuple(info.shape) != array.shape:
         raise ArrayFileError(f"{sidecar_path(path)}: describes an array of shape {info.shape}, but {path.name} "
@@ -275,6 +273,8 @@ def load_array(path, what="tissue mask", *, mmap=False, check_finite=True):
     if info is not None and _KIND_OF.get(what, info.kind) != info.kind:
         raise ArrayFileError(f"{path}: a {info.kind.replace('_', ' ')} (says {sidecar_path(path).name}), "
                              f"expected a {what}")
+    if what == "probability map":
+        check_probabilities(array, path)
     return array, info
 
 
