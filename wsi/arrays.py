@@ -253,7 +253,8 @@ def load_array(path, what="tissue mask", *, mmap=False, check_finite=True):
     missing file, a folder, a file that is not one ``.npy`` array (a pickle, an ``.npz``), an array that is not
     2-D, empty, not boolean or numeric, or (``check_finite``) holding NaN or infinity, and for a sidecar that
     does not describe the array (shape, kind, or a shape × stride that does not cover its slide). A
-    ``'probability map'`` must moreover be a numeric array of values in [0, 1] (a bool array is a mask). ``mmap=True`` memory-maps the array (the finiteness check still reads it).
+    ``'probability map'`` must moreover be a numeric array of values in [0, 1] (a bool array is a mask).
+    ``mmap=True`` memory-maps the array (the finiteness check still reads it).
     """
     path = Path(path)
     if not path.is_file():

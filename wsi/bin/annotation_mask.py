@@ -19,7 +19,7 @@ import logging
 import math
 import time
 
-from wsi.cli import ArgumentParser, check_outputs, finite, positive, positive_float, run_command
+from wsi.cli import ArgumentParser, check_outputs, positive, positive_float, run_command
 from wsi.constants import CAMELYON16_MPP
 from wsi.errors import InputError
 

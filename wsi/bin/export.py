@@ -19,7 +19,7 @@ if __package__ in (None, ""):  # run as `python wsi/bin/export.py`: make the rep
 
 
 from wsi.arrays import cell_size, check_made_from, load_array, sidecar_path
-from wsi.cli import ArgumentParser, check_outputs, count, int_in, level_index, positive, probability, run_command
+from wsi.cli import ArgumentParser, check_outputs, int_in, level_index, probability, run_command
 from wsi.errors import InputError
 
 
@@ -45,7 +45,8 @@ def get_args_parser():
                          help="opacity of the map over the slide (non-zero cells only), default 0.5")
     heatmap.add_argument("--plain", action="store_true",
                          help="write the bare image, one pixel per map cell, without axes or colour bar")
-    heatmap.add_argument("--dpi", default=100, type=int_in(1, MAX_DPI), help=f"figure resolution, 1 to {MAX_DPI}, default 100")
+    heatmap.add_argument("--dpi", default=100, type=int_in(1, MAX_DPI),
+                         help=f"figure resolution, 1 to {MAX_DPI}, default 100")
 
     for name, help_text, out_help in (
         ("geojson", "QuPath GeoJSON of detections (points) and tumour contours (polygons)", "output .geojson"),

@@ -16,7 +16,7 @@ if __package__ in (None, ""):  # run as `python wsi/bin/patch_gen.py`: make the 
 
 import logging
 
-from wsi.cli import ArgumentParser, check_outputs, count, level_index, positive, run_command
+from wsi.cli import ArgumentParser, check_outputs, level_index, positive, run_command
 from wsi.data.patches import generate_patches, summarize
 
 logger = logging.getLogger(__name__)

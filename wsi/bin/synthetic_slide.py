@@ -20,7 +20,7 @@ import math
 import numpy as np
 from tqdm import tqdm
 
-from wsi.cli import ArgumentParser, check_outputs, count, finite, positive, positive_float, run_command
+from wsi.cli import ArgumentParser, check_outputs, count, positive, positive_float, run_command
 from wsi.constants import CAMELYON16_MPP
 from wsi.data.pyramid import pyramid_dimensions
 from wsi.synthetic import make_synthetic_slide, plan_slide
@@ -42,7 +42,8 @@ def get_args_parser():
     parser.add_argument("--tumor_size", default=[1300, 2000], type=positive, nargs=2, metavar=("MIN", "MAX"),
                         help="range of a tumour's major axis in level-0 pixels, default 1300 2000 (keep it "
                              "above 1150 at 0.243 um/px, or the FROC treats it as isolated tumour cells)")
-    parser.add_argument("--mpp", default=CAMELYON16_MPP, type=positive_float, help="microns per level-0 pixel, default 0.243")
+    parser.add_argument("--mpp", default=CAMELYON16_MPP, type=positive_float,
+                        help="microns per level-0 pixel, default 0.243")
     parser.add_argument("--start", default=1, type=count, help="number of the first slide of each kind, default 1")
     parser.add_argument("--mask_dir", default=None, type=str,
                         help="folder of the ground-truth masks, default OUT_DIR/masks")

@@ -20,7 +20,7 @@ if __package__ in (None, ""):  # run as `python wsi/bin/tissue_mask.py`: make th
 
 import logging
 
-from wsi.cli import ArgumentParser, channel_value, check_outputs, count, for_each_input, level_index, run_command
+from wsi.cli import ArgumentParser, channel_value, check_outputs, for_each_input, level_index, run_command
 from wsi.data.slide import list_slides, names_many_slides
 from wsi.data.tissue import mask_not_done, write_tissue_mask
 from wsi.errors import InputError

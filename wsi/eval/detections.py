@@ -35,8 +35,8 @@ def read_detections(path):
 
     Row ``i`` of the arrays is line ``i + 1`` of the file. As the original's reader, each line is split on
     commas into ``float(prob), int(x), int(y)``; unlike it, a header, a blank line, a field count other than 3,
-    a non-integer coordinate or a probability that is not a finite number in [0, 1] raises :class:`DetectionsError` naming the file and
-    the line (the original crashed with a traceback, or read NaN).
+    a non-integer coordinate or a probability that is not a finite number in [0, 1] raises
+    :class:`DetectionsError` naming the file and the line (the original crashed with a traceback, or read NaN).
     """
     path = Path(path)
     if not path.is_file():
