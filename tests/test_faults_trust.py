@@ -180,6 +180,18 @@ def test_annotation_mask_folder_mode_never_writes_over_the_slides(world, tmp_pat
     assert digests(slides) == before
 
 
+def test_tissue_mask_folder_mode_never_replaces_an_annotation_beside_the_slide(world, tmp_path, capsys):
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    shutil.copy(world / "slides" / "Tumor_001.tif", slides)
+    shutil.copy(world / "jsons" / "Tumor_001.json", slides)  # the annotation kept beside its slide
+    before = digests(slides)
+    status, err = call(tissue_mask.main, [slides, slides, "--level", "3"], capsys)
+    assert status == 2
+    assert_one_error(err, "Tumor_001.json", "not a sidecar of this pipeline")
+    assert digests(slides) == before
+
+
 def test_probs_map_folder_mode_refuses_the_mask_folder_as_output(world, tmp_path, capsys):
     wsi, masks = tmp_path / "wsi", tmp_path / "masks"
     wsi.mkdir()

@@ -218,7 +218,7 @@ def save_array(path, array, info=None):
     side = sidecar_path(path)
     if path.is_dir():  # checked before the sidecar is written: no orphan sidecar beside a folder
         raise OutputError(path, "is a folder, expected an output file")
-    _check_own_sidecar(side)
+    check_own_sidecar(side)
     if info is not None:
         if tuple(info.shape) != tuple(np.shape(array)):
             raise ValueError(f"sidecar shape {info.shape} differs from the array's {np.shape(array)}")
@@ -230,9 +230,10 @@ def save_array(path, array, info=None):
     return save_npy(path, array)
 
 
-def _check_own_sidecar(side):
+def check_own_sidecar(side):
     """Raise :class:`OutputError` when ``side`` exists but is not a sidecar this pipeline wrote (an annotation
-    ``<stem>.json`` beside the slide, a config): nothing is replaced that the tools did not write."""
+    ``<stem>.json`` beside the slide, a config): nothing is replaced that the tools did not write. Called by
+    :func:`save_array`, and by the scripts on every sidecar they will write before any work."""
     if not (side.exists() or side.is_symlink()):
         return
     if side.is_dir():

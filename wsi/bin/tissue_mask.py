@@ -24,7 +24,7 @@ from wsi.cli import ArgumentParser, channel_value, check_outputs, for_each_input
 from wsi.data.slide import list_slides, names_many_slides
 from wsi.data.tissue import mask_not_done, write_tissue_mask
 from wsi.errors import InputError
-from wsi.arrays import sidecar_path
+from wsi.arrays import check_own_sidecar, sidecar_path
 from wsi.fileio import npy_path, remove_stale_temporaries
 
 logger = logging.getLogger(__name__)
@@ -54,6 +54,7 @@ def run(args):
     if not names_many_slides(args.wsi_path):
         output = npy_path(args.npy_path)  # an existing folder is refused, not <folder>.npy
         check_outputs(args.npy_path, output, sidecar_path(output), inputs=[args.wsi_path])
+        check_own_sidecar(sidecar_path(output))
         mask_one(args, args.wsi_path, args.npy_path)
         return 0
     out_dir = Path(args.npy_path)
@@ -62,7 +63,9 @@ def run(args):
     check_outputs(folders=[out_dir])
     slides = sorted(list_slides(args.wsi_path), key=lambda p: (p.stem, str(p)))
     outputs = [npy_path(out_dir / slide.stem) for slide in slides]
-    check_outputs(*outputs, *map(sidecar_path, outputs), inputs=slides)  # slides/ as NPY with X.json slides...
+    check_outputs(*outputs, *map(sidecar_path, outputs), inputs=slides)
+    for output in outputs:  # NPY = the slide folder, where <stem>.json may be the slide's annotation
+        check_own_sidecar(sidecar_path(output))
     for path in remove_stale_temporaries(out_dir):  # left by a run killed with kill -9 (live runs' kept)
         logger.info("removed %s, left by an interrupted run", path)
     todo = []

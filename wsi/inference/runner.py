@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from wsi.arrays import ArrayFileError, ArrayInfo, SlideRef, read_sidecar, save_array, settings_changed, sidecar_path
+from wsi.arrays import (ArrayFileError, ArrayInfo, SlideRef, check_own_sidecar, read_sidecar, save_array,
+                        settings_changed, sidecar_path)
 from wsi.config import load_config
 from wsi.data.slide import SlideError, list_slides, names_many_slides, open_slide
 from wsi.data.tissue import load_tissue_mask
@@ -259,6 +260,7 @@ def run_probs_maps(wsi, ckpt, cfg_path, mask, npy, *, mode="fast", device=None, 
         check_not_inputs(outputs, [*inputs, ckpt, cfg_path])
         if job.output.is_dir():
             raise OutputError(job.output, "is a folder, expected an output file")
+        check_own_sidecar(sidecar_path(job.output))  # <stem>.json beside it that is not a sidecar: never replaced
     for folder in {job.output.parent for job in mine}:
         for path in remove_stale_temporaries(folder):
             logger.info("removed %s, left by an interrupted run", path)
