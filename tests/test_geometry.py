@@ -9,6 +9,7 @@ import ast
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -134,7 +135,7 @@ def test_a_2x_pyramid_gives_the_original_csv_byte_for_byte(tmp_path, model_files
     assert info.level == 6 and info.stride == 64
     rng = np.random.default_rng(1)
     probs = np.where(mask, rng.random(mask.shape), 0.0)
-    save_array(tmp_path / "with.npy", probs, info)
+    save_array(tmp_path / "with.npy", probs, replace(info, kind="probs_map"))  # a map: the mask's scale
     np.save(tmp_path / "without.npy", probs)
     assert nms_cli.main([str(tmp_path / "with.npy"), str(tmp_path / "a.csv"), "--radius", "2"]) == 0
     assert nms_cli.main([str(tmp_path / "without.npy"), str(tmp_path / "b.csv"), "--level", "6", "--radius", "2"]) == 0
@@ -174,7 +175,7 @@ def test_folder_modes_of_tissue_mask_and_nms(tmp_path):
     maps.mkdir()
     for stem in ("a", "b"):
         mask, info = load_array(tmp_path / "masks" / f"{stem}.npy")
-        save_array(maps / f"{stem}.npy", np.where(mask, 0.9, 0.0), info)
+        save_array(maps / f"{stem}.npy", np.where(mask, 0.9, 0.0), replace(info, kind="probs_map"))
     np.save(maps / "c.npy", np.full((4, 4), np.nan))  # a bad map costs itself only: exit 1, the others done
     assert nms_cli.main([str(maps), str(tmp_path / "csv")]) == 1
     assert sorted(p.name for p in (tmp_path / "csv").iterdir()) == ["a.csv", "b.csv"]
