@@ -352,14 +352,14 @@ def train_one_epoch(model, criterion, optimizer, tumor_loader, normal_loader, de
         compute_time += done - loaded
         logger.info("Epoch : %d, Step : %d, Training Loss : %.5f, Training Acc : %.3f, Run Time : %.2f",
                     epoch + 1, step, loss_value, acc_value, done - time_now)
-        time_now = done
-        if writer is not None and step % log_every == 0:
-            writer.add_scalar("train/loss", loss_value, step)
-            writer.add_scalar("train/acc", acc_value, step)
         if writer is not None:  # lr, speed, W's entries; the epoch's first augmented grids
             writer.log_step(step, log_every, epoch=epoch, model=model, lr=optimizer.param_groups[0]["lr"],
                             grids=len(data) * world_size, wait=loaded - time_now,
                             busy=done - loaded, batch=(data, target))
+        time_now = done
+        if writer is not None and step % log_every == 0:
+            writer.add_scalar("train/loss", loss_value, step)
+            writer.add_scalar("train/acc", acc_value, step)
     return step, {"data_time": data_time, "compute_time": compute_time, "grids": grids}
 
 

@@ -65,7 +65,7 @@ class SlidePreview:
     it or holds no tissue.
     """
 
-    def __init__(self, slide_path, cfg, device, region=None, amp=False, width=512):
+    def __init__(self, slide_path, cfg, device, region=None, amp=False, width=384):
         self.slide_path, self.device, self.amp, self.width = str(slide_path), device, amp, width
         self.grid = GridSpec.from_config(cfg)
         self.stride = math.gcd(64, self.grid.patch_size)
@@ -116,7 +116,7 @@ class SlidePreview:
 
     def image(self, probs):
         """The thumbnail (region framed) above the region with ``probs`` as a jet heatmap (0 blue, 1 red) over its
-        tissue: uint8 ``[H, width, 3]``."""
+        tissue, and a colour scale from 0 (left) to 1 (right) below: uint8 ``[H, width, 3]``."""
         x0, y0, x1, y1 = self.box
         size = (self.region_rgb.shape[1], self.region_rgb.shape[0])
         colours = resize(heatmap(probs[x0:x1, y0:y1].T), size, nearest=True)
@@ -127,7 +127,8 @@ class SlidePreview:
         top = np.full((self.thumbnail.shape[0], self.width, 3), 255, dtype=np.uint8)
         top[:, :self.thumbnail.shape[1]] = self.thumbnail
         gap = np.full((8, self.width, 3), 255, dtype=np.uint8)
-        return np.concatenate([top, gap, np.rint(region).astype(np.uint8)])
+        scale = np.repeat(heatmap(np.linspace(0, 1, self.width)[None]), 10, axis=0)  # 0 at the left, 1 at the right
+        return np.concatenate([top, gap, np.rint(region).astype(np.uint8), gap, scale])
 
 
 def _frame(image, box, colour=(0, 0, 0), thickness=2):
