@@ -19,9 +19,9 @@ through this script so that it reports the child's peak GPU memory (``torch.cuda
 
 Every section writes ``gpu_check.json`` and ``gpu_check.md`` in ``--out`` as soon as it ends, so a run stopped
 at its time limit still leaves what it measured; a failed run is recorded (its last log lines) and the check goes
-on. ``--budget`` seconds (default 420) bound the whole check: runs that would start after it are skipped.
+on. ``--budget`` seconds (default 360) bound the whole check: runs that would start after it are skipped.
 
-    python bench/gpu_check.py --out gpu_check_out          # on a GPU machine: ~5 min on one H200 (see README)
+    python bench/gpu_check.py --out gpu_check_out          # on a GPU machine (bench/README.md): ~5 min
     python bench/gpu_check.py --quick --device cpu         # the test's: tiny sizes, fewer runs, gloo
 """
 import sys
@@ -234,7 +234,8 @@ def check_torchrun(workdir, args, device, clock):
     root = Path(workdir) / "ddp"
     quick = argparse.Namespace(**{**vars(args), "steps": 2})
     cfg, _ = train_inputs(root, quick, world_size=nproc)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
     run = run_child([*launcher, str(Path(__file__).resolve()), "--_child", ROOT / "wsi" / "bin" / "train.py", cfg,
                      root / "run", "--device", device, "--num_workers", "0" if args.quick else "2"],
@@ -303,13 +304,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cuda", "cpu"), default=None, help="default cuda when available")
     parser.add_argument("--out", default="gpu_check_out", help="folder for gpu_check.json and gpu_check.md")
-    parser.add_argument("--budget", type=float, default=420, help="seconds for the whole check, default 420")
+    parser.add_argument("--budget", type=float, default=360, help="seconds for the whole check, default 360")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, no torch.compile on the CPU (the test)")
     parser.add_argument("--slide_size", type=int, default=8192, help="probs_map slide side, default 8192")
     parser.add_argument("--radius", type=float, default=48, help="disc radius in level-6 pixels, default 48")
     parser.add_argument("--steps", type=int, default=40, help="train.py steps per run, default 40")
     parser.add_argument("--batch_size", type=int, default=10, help="tumour grids per step, default 10")
-    parser.add_argument("--sections", nargs="+", default=["probs_map", "train", "torchrun"],
+    parser.add_argument("--sections", nargs="+", default=["train", "torchrun", "probs_map"],
                         choices=("probs_map", "train", "torchrun"))
     parser.add_argument("--_child", nargs=argparse.REMAINDER, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--_nccl_probe", action="store_true", help=argparse.SUPPRESS)

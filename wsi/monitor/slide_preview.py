@@ -82,8 +82,9 @@ class SlidePreview:
             # Tissue (the original's rule) on the slide at the mask's resolution, kept inside the region.
             at_mask = _read_scaled(slide, (0, 0, shape[0] * s, shape[1] * s), shape)
             self.mask = tissue_mask_from_rgb(at_mask.transpose(1, 0, 2))  # [x, y]
-            x0, y0 = x // s, y // s
-            x1, y1 = min(shape[0], max(x0 + 1, math.ceil((x + w) / s))), min(shape[1], max(y0 + 1, math.ceil((y + h) / s)))
+            x0, y0 = x // s, y // s  # the mask pixels the region touches
+            x1 = min(shape[0], max(x0 + 1, math.ceil((x + w) / s)))
+            y1 = min(shape[1], max(y0 + 1, math.ceil((y + h) / s)))
             inside = np.zeros_like(self.mask)
             inside[x0:x1, y0:y1] = True
             self.mask &= inside
