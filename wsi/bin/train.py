@@ -9,7 +9,9 @@ minimises the mean binary cross-entropy of the ``[2B, G]`` cell logits against t
 epoch it validates (tumour and normal grids, not shuffled) and writes, in SAVE_PATH: ``cfg.json`` (the config,
 ``indent=1``), ``train.ckpt`` (latest: epoch, step, state_dict, optimizer, best validation loss),
 ``best.ckpt`` (the lowest validation loss) and tensorboard events (``train/loss``, ``train/acc`` every
-``log_every`` steps; ``valid/loss``, ``valid/acc`` per epoch). ``--resume`` continues from ``train.ckpt``.
+``log_every`` steps; ``valid/loss``, ``valid/acc`` per epoch; and the lr, speed, the CRF's W, augmented grids, PR
+curves, config and hparams of :mod:`wsi.monitor`, with ``--tb_slide``'s map). ``--resume`` continues from
+``train.ckpt``.
 Launched by ``torchrun`` with several processes it trains with DistributedDataParallel.
 
 Speed options (defaults keep the original's per-item float32 arithmetic on the CPU): ``--augment device`` (the
@@ -319,7 +321,7 @@ def train_one_epoch(model, criterion, optimizer, tumor_loader, normal_loader, de
     permutation (drawn from ``(seed, step, rank)``) to the 2B grids and their labels. ``prepare`` (a
     :class:`BatchPreparer`; default: copies per-item batches) builds the input on the device; ``amp``: bfloat16
     autocast. Logs every step; writes ``train/loss`` and ``train/acc`` when the global step is a multiple of
-    ``log_every``. ``stats``: ``data_time`` (s waiting for the loaders), ``compute_time``, ``grids``.
+    ``log_every``, and passes each step to ``writer.log_step`` (:class:`~wsi.monitor.TrainingBoard`). ``stats``: ``data_time`` (s waiting for the loaders), ``compute_time``, ``grids``.
     """
     prepare = prepare or BatchPreparer(device)
     model.train()
