@@ -110,8 +110,7 @@ class SlidePreview:
         started = time.perf_counter()
         stats = InferenceStats()
         probs = compute_probs_map(model, self.slide_path, self.mask, self.grid, mode="fast", num_workers=0,
-                                  amp=self.amp, progress=False, stats=stats, geometry=self.geometry,
-                                  fast_patches=32 if self.device.type == "cpu" else None)
+                                  amp=self.amp, progress=False, stats=stats, geometry=self.geometry)
         self.seconds = time.perf_counter() - started
         return probs
 
