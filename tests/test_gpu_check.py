@@ -21,7 +21,7 @@ def test_quick_check_on_the_cpu_writes_json_and_markdown(tmp_path):
     assert probs["probs_map.py --mode fast (CRF) float32"]["positions_s"] > 0
     assert 0 < probs["probs_map.py --mode fast (CRF) --amp"]["max_diff_to_float32"] < 0.05  # bfloat16 backbone
     train = saved["sections"]["train"]["runs"]
-    assert set(train) == {"train.py --augment cpu", "train.py --augment device --amp"}
+    assert set(train) == {"train.py --augment device --amp"}
     assert all(run["grids_s"] > 0 and 0 <= run["data_wait_share"] < 1 for run in train.values())
     (ddp,) = saved["sections"]["torchrun"]["runs"].values()
     assert ddp["epoch_step"] == [1, 2] and saved["sections"]["torchrun"]["backend"] == "gloo"
