@@ -52,8 +52,9 @@ MONAI_BATCH, MONAI_WORKERS = 32, 2
 
 
 # The MONAI run (a child process) ------------------------------------------------------------------------------
-def monai_child(slide, mask_path, crop, out_path):
-    """MONAI's masked patch inference on ``slide`` at the tissue positions of ``mask_path`` ([x, y] bool, level 6).
+def monai_child(slide, mask_path, crop, out_path, device="cpu", workers=MONAI_WORKERS):
+    """MONAI's masked patch inference on ``slide`` at the tissue positions of ``mask_path`` ([x, y] bool, level 6),
+    the network on ``device`` (bench/gpu_check.py runs it on CUDA), ``workers`` loader processes.
 
     Prints ``compute <seconds> positions <n>`` and saves the map ([x, y] float64, sigmoid of the logit).
     """
@@ -89,18 +90,18 @@ def monai_child(slide, mask_path, crop, out_path):
                     for loc, mask_loc in zip(patch_locations, mask_locations)]
 
     torch.manual_seed(0)
-    model = torchvision.models.resnet18(num_classes=1).eval()
+    model = torchvision.models.resnet18(num_classes=1).eval().to(device)
     mask = np.load(mask_path, allow_pickle=False)
     start = time.perf_counter()
     scale = Lambdad(keys="image", func=lambda x: (x.float() - 128.0) / 128.0)
     dataset = GivenMaskPatchWSIDataset([{"image": str(slide)}], mask.T, patch_size=crop, patch_level=0,
                                        mask_level=LEVEL, reader="OpenSlide", transform=scale)
-    loader = DataLoader(dataset, batch_size=MONAI_BATCH, num_workers=MONAI_WORKERS)
+    loader = DataLoader(dataset, batch_size=MONAI_BATCH, num_workers=workers)
     probs_map = np.zeros(mask.shape, dtype=np.float64)
     with torch.inference_mode():
         for batch in loader:
             images = batch["image"]
-            probs = torch.sigmoid(model(images.as_tensor())[:, 0]).numpy()
+            probs = torch.sigmoid(model(images.as_tensor().to(device))[:, 0]).float().cpu().numpy()
             # MONAI collates each patch's (row, col) mask location into its metadata (as its pathology tutorial
             # reads it).
             ys, xs = np.asarray(images.meta["mask_location"]).T  # [B, 2] of (row, col)
@@ -149,8 +150,9 @@ def run_child(argv, env=None):
     return seconds, done.stdout + done.stderr
 
 
-def run_monai(slide, mask, crop, out):
-    whole, text = run_child([sys.executable, __file__, "--_monai_child", str(slide), str(mask), str(crop), str(out)])
+def run_monai(slide, mask, crop, out, device="cpu", workers=MONAI_WORKERS):
+    whole, text = run_child([sys.executable, __file__, "--_monai_child", str(slide), str(mask), str(crop), str(out),
+                             "--_monai_device", device, "--_monai_workers", str(workers)])
     found = re.search(r"compute ([\d.]+) positions (\d+)", text)
     return {"whole": whole, "compute": float(found[1]), "positions": int(found[2]), "passes": 1.0,
             "map": np.load(out, allow_pickle=False)}
@@ -268,10 +270,12 @@ def main(argv=None):
                         help="probs_map.py --runtime values, one run each (default: auto torch, i.e. the default "
                              "and PyTorch's own pass); the first is compared with the faithful mode")
     parser.add_argument("--_monai_child", nargs=4, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--_monai_device", default="cpu", help=argparse.SUPPRESS)
+    parser.add_argument("--_monai_workers", type=int, default=MONAI_WORKERS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._monai_child:
         slide, mask, crop, out = args._monai_child
-        return monai_child(slide, mask, int(crop), out)
+        return monai_child(slide, mask, int(crop), out, args._monai_device, args._monai_workers)
     import torch
 
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "

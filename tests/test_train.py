@@ -63,8 +63,13 @@ def write_config(data, path, on_the_fly=False, **changes):
     return path, cfg
 
 
+#: The original's tags and the skip counts; the other tags train.py writes are tests/test_train_tensorboard.py's.
+ORIGINAL_TAGS = {"train/loss", "train/acc", "valid/loss", "valid/acc", "train/skipped", "valid/skipped"}
+
+
 def read_scalars(folder):
-    """``{tag: [(step, value), ...]}`` from every tensorboard event file in ``folder`` (TFRecord framing)."""
+    """``{tag: [(step, value), ...]}`` of the original's tags from every tensorboard event file in ``folder``
+    (TFRecord framing)."""
     scalars = {}
     for path in sorted(folder.glob("events.out.tfevents.*")):
         blob, pos = path.read_bytes(), 0
@@ -73,7 +78,8 @@ def read_scalars(folder):
             event = event_pb2.Event.FromString(blob[pos + 12:pos + 12 + length])
             pos += 12 + length + 4
             for value in event.summary.value:
-                scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+                if value.tag in ORIGINAL_TAGS:
+                    scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
     return scalars
 
 

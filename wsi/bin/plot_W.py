@@ -16,7 +16,6 @@ if __package__ in (None, ""):  # run as `python wsi/bin/plot_W.py`: make the rep
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import logging
-import math
 
 import numpy as np
 
@@ -24,6 +23,7 @@ from wsi.cli import ArgumentParser, add_trust_checkpoint, check_outputs, run_com
 from wsi.errors import InputError
 from wsi.fileio import atomic_path, figure_format
 from wsi.model.checkpoint import CheckpointError, load_checkpoint
+from wsi.model.crf_figure import crf_panels, plot_w  # noqa: F401 (plot_w: also this script's public name)
 
 logger = logging.getLogger(__name__)
 
@@ -37,34 +37,10 @@ def crf_weights(ckpt_path, trust=False):
     state_dict = load_checkpoint(ckpt_path, trust=trust)["state_dict"]
     if "crf.W" not in state_dict:
         raise CheckpointError(f"{ckpt_path}: no CRF layer (crf.W) in this checkpoint (trained with use_crf: false?)")
-    W = state_dict["crf.W"].detach().float().cpu().numpy()
-    side = math.isqrt(W.shape[-1]) if W.ndim == 3 else 0
-    if W.ndim != 3 or W.shape[0] != 1 or W.shape[1] != W.shape[2] or side * side != W.shape[2]:
-        raise CheckpointError(f"{ckpt_path}: crf.W has shape {list(W.shape)}, expected [1, N, N] with N a square")
-    return W[0].reshape(side, side, side, side)
-
-
-def plot_w(W, figure=None):
-    """Draw ``W`` ``[k, k, k, k]`` as k×k panels; panel (a, b) is ``W[a, b]`` (seismic, vmin −1, vmax 1).
-
-    Draws on ``figure`` (a new ``matplotlib.figure.Figure``, which needs no GUI backend, by default) and
-    returns it.
-    """
-    from matplotlib.figure import Figure
-
-    figure = figure if figure is not None else Figure(figsize=(6.4, 6.4))
-    side = W.shape[0]
-    axes = figure.subplots(side, side, squeeze=False)
-    for a in range(side):
-        for b in range(side):
-            ax = axes[a, b]
-            image = ax.imshow(W[a, b], vmin=-1, vmax=1, cmap="seismic")
-            ax.set_title(f"from ({a}, {b})", fontsize=8)
-            ax.set_xticks([])
-            ax.set_yticks([])
-    figure.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8)
-    figure.suptitle("CRF W (raw); panel (row, col): weights from that patch", fontsize=10)
-    return figure
+    try:
+        return crf_panels(state_dict["crf.W"])
+    except ValueError as error:
+        raise CheckpointError(f"{ckpt_path}: {error}") from None
 
 
 def get_args_parser():

@@ -9,7 +9,9 @@ minimises the mean binary cross-entropy of the ``[2B, G]`` cell logits against t
 epoch it validates (tumour and normal grids, not shuffled) and writes, in SAVE_PATH: ``cfg.json`` (the config,
 ``indent=1``), ``train.ckpt`` (latest: epoch, step, state_dict, optimizer, best validation loss),
 ``best.ckpt`` (the lowest validation loss) and tensorboard events (``train/loss``, ``train/acc`` every
-``log_every`` steps; ``valid/loss``, ``valid/acc`` per epoch). ``--resume`` continues from ``train.ckpt``.
+``log_every`` steps; ``valid/loss``, ``valid/acc`` per epoch; and the lr, speed, the CRF's W, augmented grids, PR
+curves, config and hparams of :mod:`wsi.monitor`, with ``--tb_slide``'s map). ``--resume`` continues from
+``train.ckpt``.
 Launched by ``torchrun`` with several processes it trains with DistributedDataParallel.
 
 Speed options (defaults keep the original's per-item float32 arithmetic on the CPU): ``--augment device`` (the
@@ -43,6 +45,7 @@ from wsi.errors import InputError
 from wsi.model import build_model, grid_size, inference_model, load_checkpoint, load_model_state, save_checkpoint
 from wsi.model.checkpoint import check_save_folder
 from wsi.model.checkpoint import unwrap_model
+from wsi.monitor import SlidePreview, parse_region
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +89,13 @@ def get_args_parser():
                         help="bfloat16 autocast for the network (the CRF stays float32); off by default, for CUDA")
     parser.add_argument("--channels_last", action="store_true",
                         help="channels-last memory for the network and its input; off by default, for CUDA")
+    parser.add_argument("--tb_slide", default=None, metavar="SLIDE",
+                        help="at each validation, draw the probability map of this slide (of --tb_region) under "
+                             "its thumbnail in tensorboard (slide/probs_map), by the fast inference path: about one "
+                             "CNN pass per tissue position of the region; default: none")
+    parser.add_argument("--tb_region", default=None, type=parse_region, metavar="X,Y,W,H",
+                        help="the --tb_slide region in level-0 pixels (top-left x, y, width, height), default the "
+                             "whole slide")
     return parser
 
 
@@ -293,14 +303,18 @@ def build_training(cfg, device, device_ids, world_size, *, ckpt=None, ckpt_path=
     return model, optimizer, state
 
 
-def open_writer(save_path, cfg, step=None):
-    """Create SAVE_PATH, write ``cfg.json`` and open the tensorboard writer; ``step`` (on resume): drop events a
-    crashed run wrote after that step, so that curves do not double back."""
-    from tensorboardX import SummaryWriter
+def open_writer(save_path, cfg, step=None, *, options=None, preview=None):
+    """Create SAVE_PATH, write ``cfg.json`` and open the tensorboard writer (:class:`~wsi.monitor.TrainingBoard`,
+    which also logs ``options``, the run's settings, as text and hparams); ``step`` (on resume): drop events a
+    crashed run wrote after that step, so that curves do not double back. ``preview``: ``--tb_slide``'s
+    :class:`~wsi.monitor.SlidePreview`."""
+    from wsi.monitor import TrainingBoard
 
     save_path.mkdir(parents=True, exist_ok=True)
     save_config(cfg, save_path / "cfg.json")
-    return SummaryWriter(str(save_path), purge_step=None if step is None else step + 1)
+    writer = TrainingBoard(str(save_path), purge_step=None if step is None else step + 1, preview=preview)
+    writer.log_settings(cfg, options or {}, step or 0)
+    return writer
 
 
 # One epoch -------------------------------------------------------------------------------------------------------
@@ -312,7 +326,7 @@ def train_one_epoch(model, criterion, optimizer, tumor_loader, normal_loader, de
     permutation (drawn from ``(seed, step, rank)``) to the 2B grids and their labels. ``prepare`` (a
     :class:`BatchPreparer`; default: copies per-item batches) builds the input on the device; ``amp``: bfloat16
     autocast. Logs every step; writes ``train/loss`` and ``train/acc`` when the global step is a multiple of
-    ``log_every``. ``stats``: ``data_time`` (s waiting for the loaders), ``compute_time``, ``grids``.
+    ``log_every``, and passes each step to ``writer.log_step`` (:class:`~wsi.monitor.TrainingBoard`). ``stats``: ``data_time`` (s waiting for the loaders), ``compute_time``, ``grids``.
     """
     prepare = prepare or BatchPreparer(device)
     model.train()
@@ -345,6 +359,10 @@ def train_one_epoch(model, criterion, optimizer, tumor_loader, normal_loader, de
         compute_time += done - loaded
         logger.info("Epoch : %d, Step : %d, Training Loss : %.5f, Training Acc : %.3f, Run Time : %.2f",
                     epoch + 1, step, loss_value, acc_value, done - time_now)
+        if writer is not None:  # lr, speed, W's entries; the epoch's first augmented grids
+            writer.log_step(step, log_every, epoch=epoch, model=model, lr=optimizer.param_groups[0]["lr"],
+                            grids=len(data) * world_size, wait=loaded - time_now,
+                            busy=done - loaded, batch=(data, target))
         time_now = done
         if writer is not None and step % log_every == 0:
             writer.add_scalar("train/loss", loss_value, step)
@@ -352,9 +370,11 @@ def train_one_epoch(model, criterion, optimizer, tumor_loader, normal_loader, de
     return step, {"data_time": data_time, "compute_time": compute_time, "grids": grids}
 
 
-def evaluate(model, criterion, tumor_loader, normal_loader, device, world_size=1, prepare=None, amp=False):
+def evaluate(model, criterion, tumor_loader, normal_loader, device, world_size=1, prepare=None, amp=False,
+             outputs=None):
     """Validation ``(loss, acc)``: the means over steps of the loss and accuracy of [tumour; normal] batches
-    (not shuffled), averaged over processes under torchrun. The network runs through the cheaper exact pass of
+    (not shuffled), averaged over processes under torchrun; ``outputs`` (a list) gets this process's
+    ``(probs [B, G], labels [B, G])`` on the CPU per batch. The network runs through the cheaper exact pass of
     inference (:func:`~wsi.model.inference.inference_model`: BatchNorm folded, channels_last; the same logits to
     ~1e-6), except with DataParallel, whose replicas need the wrapper."""
     prepare = prepare or BatchPreparer(device)
@@ -373,6 +393,8 @@ def evaluate(model, criterion, tumor_loader, normal_loader, device, world_size=1
                 output = model(data).float()
             loss_sum += criterion(output, target).item()
             acc_sum += ((torch.sigmoid(output) >= 0.5).float() == target).float().mean().item()
+            if outputs is not None:
+                outputs.append((torch.sigmoid(output).cpu(), target.cpu()))
             steps += 1
     loss, acc = _reduce_mean([loss_sum / steps, acc_sum / steps], world_size)
     return loss, acc
@@ -395,8 +417,9 @@ def validate(model, criterion, loaders, datasets, device, epoch, state, checkpoi
     for name in ("tumor_valid", "normal_valid"):
         datasets[name].set_epoch(epoch)
     time_now = time.time()
+    outputs = [] if writer is not None else None
     loss, acc = evaluate(model, criterion, loaders["tumor_valid"], loaders["normal_valid"], device, world_size,
-                         prepare=prepare, amp=amp)
+                         prepare=prepare, amp=amp, outputs=outputs)
     logger.info("Epoch : %d, Step : %d, Validation Loss : %.5f, Validation Acc : %.3f, Run Time : %.2f",
                 epoch + 1, state.step, loss, acc, time.time() - time_now)
     if writer is not None:
@@ -406,6 +429,8 @@ def validate(model, criterion, loaders, datasets, device, epoch, state, checkpoi
     if loss < state.best_valid_loss:
         state.best_valid_loss = loss
         checkpoints.save("best.ckpt", epoch + 1, False, with_optimizer=False)
+    if writer is not None:  # PR curve, centre/border accuracy, W's image, the --tb_slide map
+        writer.log_validation(state.step, model, outputs, state.best_valid_loss)
     checkpoints.save("train.ckpt", epoch + 1, False)
 
 
@@ -444,7 +469,13 @@ def run(args):
                                              steps_per_epoch=len(loaders["tumor_train"]),
                                              channels_last=args.channels_last, source=str(args.cfg_path))
     criterion = nn.BCEWithLogitsLoss()
-    writer = open_writer(save_path, cfg, state.step if ckpt is not None else None) if rank == 0 else None
+    writer = None
+    if rank == 0:
+        preview = SlidePreview(args.tb_slide, cfg, device, args.tb_region, args.amp) if args.tb_slide else None
+        options = {**{k: v for k, v in vars(args).items() if k not in ("cfg_path", "save_path")},
+                   "world_size": world_size, "seed": seed}
+        writer = open_writer(save_path, cfg, state.step if ckpt is not None else None, options=options,
+                             preview=preview)
     checkpoints = Checkpoints(save_path, model, optimizer, state, cfg=cfg, seed=seed, rank=rank)
     step_options = dict(world_size=world_size, writer=writer, prepare=prepare, amp=args.amp)
 
