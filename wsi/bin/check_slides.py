@@ -24,6 +24,11 @@ from wsi.data.check import check_tree, describe, find_slides
 from wsi.data.slide import NotAFolderError, SlideNotFoundError
 
 
+def level_or_test(text):
+    """``--level``: a level number, ``auto``, or -1 (no test)."""
+    return "auto" if text == "auto" else int(text)
+
+
 def get_args_parser():
     parser = ArgumentParser(description="Open every slide under DIR and decode its tiles; list damaged "
                                                  "slides and regions (exit status 1 when a slide is unusable)")
@@ -35,9 +40,9 @@ def get_args_parser():
                         help="random regions per slide besides the coarsest level and each level's first and "
                              "last region, default 64")
     parser.add_argument("--region", default=512, type=int, help="side of a region read, pixels, default 512")
-    parser.add_argument("--level", default=6, type=int,
-                        help="level every slide must have (the tissue masks' and maps' level), default 6; "
-                             "-1: no such test")
+    parser.add_argument("--level", default=6, type=level_or_test,
+                        help="level every slide must have (the tissue masks' and maps' level), default 6; auto: "
+                             "each slide's level nearest 64 (tissue_mask.py --level auto); -1: no such test")
     parser.add_argument("--workers", default=None, type=int, help="decoding threads, default: the CPUs")
     parser.add_argument("--seed", default=0, type=int, help="seed of the sample, default 0")
     return parser
@@ -52,7 +57,7 @@ def run(args):
     count = len(find_slides(root))
     bar = tqdm(unit="region", desc=f"check_slides ({count} slides)", disable=None, file=sys.stderr)
     reports = check_tree(root, full=args.full, sample=args.sample, region=args.region,
-                         need_level=None if args.level < 0 else args.level, workers=args.workers, seed=args.seed,
+                         need_level=None if args.level != "auto" and args.level < 0 else args.level, workers=args.workers, seed=args.seed,
                          progress=bar.update)
     bar.close()
     for report in reports:
@@ -74,7 +79,13 @@ def run(args):
           f"{sum(len(r.problems) for r in reports)} problems, {sum(len(r.warnings) for r in reports)} warnings")
     if unusable:
         print("unusable: " + " ".join(str(report.path.relative_to(root)) for report in unusable))
-        print("re-download these files (or move them out of the folder) before running the pipeline")
+        damaged = [report for report in unusable if not report.structure or len(report.problems) > 1]
+        if damaged:
+            print("re-download these files (or move them out of the folder) before running the pipeline: "
+                  + " ".join(str(report.path.relative_to(root)) for report in damaged))
+        if len(damaged) < len(unusable):
+            print("slides without the level asked for are not damaged: run with --level auto (each slide's level "
+                  "nearest 64)")
         return 1
     if not reports:
         print(f"no slides found under {root}")

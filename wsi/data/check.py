@@ -13,7 +13,8 @@ while decoding) with one slide handle per thread: OpenSlide handles are unusable
 :class:`wsi.data.slide.Slide` reopens its own.
 
 A slide is *unusable* when it cannot be opened, when any region fails to decode, or when it lacks the level
-the pipeline reads (``need_level``, 6: tissue masks and probability maps); missing µm per pixel, annotations or
+the pipeline reads (``need_level``, 6: tissue masks and probability maps; ``"auto"``: each slide's level
+nearest 64, :func:`wsi.geometry.nearest_level`); missing µm per pixel, annotations or
 labels are warnings.
 
 Not detected: bytes garbled *inside* a JPEG tile's compressed data, past its headers. libjpeg decodes such a tile
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from wsi.data.slide import RegionReadError, SlideError, open_slide
+from wsi.geometry import MAP_DOWNSAMPLE, nearest_level
 
 #: Suffixes of the formats OpenSlide reads (lower case): Aperio, Hamamatsu, Leica, MIRAX, Philips, Sakura,
 #: Trestle, Ventana, Zeiss and generic tiled TIFF.
@@ -51,6 +53,7 @@ class SlideReport:
     regions_read: int = 0             # regions decoded (all of them with full=True)
     problems: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
+    structure: bool = False           # a problem of the pyramid's levels (no such level), not of the file
 
     @property
     def stem(self):
@@ -187,13 +190,32 @@ def _open_report(path, annotations, labels, need_level):
         return report
     if report.mpp is None:
         report.warnings.append(f"{path}: no µm per pixel in the slide's properties")
-    if need_level is not None and need_level >= len(report.level_dimensions):
-        report.problems.append(f"{path}: no level {need_level} (the pipeline's tissue masks and maps read it); "
-                               f"the slide has levels 0-{len(report.level_dimensions) - 1}")
+    _check_map_level(report, need_level)
     if report.label == "Tumor" and report.annotation is None:
         report.warnings.append(f"{path}: labelled Tumor ({report.label_source}) but no {path.stem}.xml/.json "
                                "annotation found")
     return report
+
+
+def _check_map_level(report, need_level):
+    """The level the masks and maps read: ``need_level`` must exist; ``"auto"``: the level nearest 64 is taken
+    per slide, with a warning when it is more than 2× off. A missing level is a problem of the pyramid's
+    structure (its steps), not of the file: the advice says so (``report.structure``)."""
+    downsamples = report.level_downsamples
+    steps = ", ".join(f"{d:g}" for d in downsamples)
+    if need_level == "auto":
+        level = nearest_level(downsamples)
+        if not 0.5 <= downsamples[level] / MAP_DOWNSAMPLE <= 2:
+            report.warnings.append(f"{report.path}: no level near {MAP_DOWNSAMPLE} level-0 pixels per cell "
+                                   f"(downsamples {steps}); masks and maps use level {level} "
+                                   f"({downsamples[level]:g})")
+    elif need_level is not None and need_level >= len(report.level_dimensions):
+        level = nearest_level(downsamples)
+        report.structure = True
+        report.problems.append(f"{report.path}: no level {need_level} (downsamples {steps}: its pyramid's steps "
+                               f"differ, the file is not damaged); level {level} has downsample "
+                               f"{downsamples[level]:g}: use --level auto (camelyon16.sh: C16_LEVEL=auto, the "
+                               "default), which picks each slide's level")
 
 
 def check_tree(root, *, full=False, sample=64, region=512, need_level=6, workers=None, seed=0, progress=None):

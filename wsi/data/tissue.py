@@ -13,7 +13,7 @@ from skimage.filters import threshold_otsu
 
 from wsi.arrays import ArrayInfo, check_made_from, load_array, save_array
 from wsi.data.slide import RegionReadError, Slide, open_slide
-from wsi.geometry import mask_geometry
+from wsi.geometry import mask_geometry, nearest_level
 
 logger = logging.getLogger(__name__)
 
@@ -91,9 +91,12 @@ def read_level_or_name_tile(slide, level):
 def write_tissue_mask(slide_path, npy_path, level=6, rgb_min=50):
     """Compute the tissue mask of a slide and save it as ``.npy`` with its sidecar (:mod:`wsi.arrays`).
 
-    Returns ``(path written, mask)``.
+    ``level="auto"``: the slide's level nearest 64 level-0 pixels per cell (:func:`wsi.geometry.nearest_level`),
+    chosen per slide and recorded in the sidecar. Returns ``(path written, mask)``.
     """
     with open_slide(slide_path) as slide:
+        if level == "auto":
+            level = nearest_level(slide.level_downsamples)
         mask = tissue_mask(slide, level=level, rgb_min=rgb_min)
         geometry = mask_geometry(slide.level_dimensions, slide.level_downsamples, mask.shape,
                                  mask_name=str(npy_path), slide_name=str(slide_path))
