@@ -74,6 +74,13 @@ inside() { [ "$1" = "$2" ] || [[ $1 == "$2"/* ]]; }
 inside "$D" "$ROOT" && die "OUT_DIR $2 is $D, in the repository $ROOT: give a folder of its own outside it"
 inside "$D" "$C16" && die "OUT_DIR $2 is $D, in the download $C16: give a folder of its own outside it"
 [ -e "$D" ] && [ ! -d "$D" ] && die "OUT_DIR $2 is a file, expected a folder"
+# One run at a time into an OUT_DIR: a lock held until the run and its children end (a SIGKILL frees it).
+MARK="$D/.camelyon16-out" LOCK="$D/.camelyon16.lock"
+lock() {
+    exec 9>> "$LOCK"
+    flock -n 9 || die "another run is writing into $D (it holds $LOCK): wait for it, or give another OUT_DIR"
+}
+if [ -e "$MARK" ]; then lock; fi
 
 # Settings: every C16_* variable is checked here, before any stage runs.
 KNOWN="C16_CHECK C16_JSONS C16_VALID_PIDS C16_VALID_LISTS C16_VALID_SAMPLE_ARGS C16_SAMPLE_ARGS C16_COORDS C16_HNM
@@ -159,15 +166,15 @@ if [ -n "$C16_UNTIL" ]; then
 fi
 
 # OUT_DIR: new, empty, or one this command made (its mark file); anything else is refused, so that nothing the
-# command did not write is ever removed. One run at a time (a lock held until the run and its children end).
-MARK="$D/.camelyon16-out"
+# command did not write is ever removed.
 if [ -d "$D" ] && [ ! -e "$MARK" ] && [ -n "$(ls -A "$D")" ]; then
     die "OUT_DIR $D holds files this command did not write (no $(basename "$MARK")): give a new or empty folder"
 fi
 mkdir -p "$D"
-[ -e "$MARK" ] || echo "written by scripts/camelyon16.sh: its output folder; remove only with what it made" > "$MARK"
-exec 9>> "$D/.camelyon16.lock"
-flock -n 9 || die "another run is writing into $D (it holds $D/.camelyon16.lock): wait for it, or give another OUT_DIR"
+if [ ! -e "$MARK" ]; then
+    echo "written by scripts/camelyon16.sh: its output folder (the stages remove only what they made)" > "$MARK"
+    lock
+fi
 
 LOGS="$D/logs" STATE="$D/state" RESULTS="$D/results"
 mkdir -p "$LOGS" "$STATE" "$RESULTS"
@@ -251,7 +258,7 @@ stage() {
     if [ "$mode" = resume ]; then
         # The earlier attempts' time: from each start to the last write of its log.
         earlier=$(head_of "$run" | while read -r _ began path; do
-                      [ -e "$path" ] && echo "$began $(stat -c %Y "$path")"; done |
+                      if [ -e "$path" ]; then echo "$began $(stat -c %.3Y "$path")"; fi; done |
                   awk '{ if ($2 > $1) t += $2 - $1 } END { printf "%.1f", t }')
         head_of "$run" > "$run.tmp"
     else

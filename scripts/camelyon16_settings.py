@@ -5,8 +5,8 @@ Usage: ``python scripts/camelyon16_settings.py ROOT MODEL [MODEL ...]``, the ``C
 environment. Every value is checked as the stage that uses it would: ``C16_CFG`` as a JSON object applied to
 ``configs/resnet18_<model>.json`` and validated as train.py validates a config, the option lists
 (``C16_SAMPLE_ARGS``, ``C16_VALID_SAMPLE_ARGS``, ``C16_HNM_ARGS``, ``C16_PROBS_ARGS``) by the parsers of the
-scripts they are passed to. Prints nothing and exits 0 when all are good; else one line per problem on stderr
-(``C16_X: what is wrong``) and exit status 2. The shell script checks the simple values (choices, numbers) itself.
+scripts they are passed to. Prints nothing and exits 0 when all are good; else one line on stderr naming the first
+problem (``C16_X: what is wrong``) and exit status 2. The shell script checks the simple values (choices, numbers) itself.
 """
 import contextlib
 import io
@@ -46,7 +46,7 @@ def check_cfg(text, models):
         try:
             validate_config(cfg, f"{source.name} with C16_CFG")
         except ConfigError as err:
-            problems.append(f"C16_CFG: {err}")
+            return [f"C16_CFG: {err}"]
     return problems
 
 
@@ -73,12 +73,12 @@ def check_options(name, text, module):
 
 
 def main(argv):
-    models = argv[1:]
+    models = list(dict.fromkeys(argv[1:]))
     problems = check_cfg(os.environ.get("C16_CFG") or "{}", models)
     for name, module in OPTION_LISTS.items():
         problems += check_options(name, os.environ.get(name, ""), module)
-    for line in problems:
-        print(f"camelyon16.sh: error: {line}", file=sys.stderr)
+    if problems:  # the first one: one line, as every refusal of the command
+        print(f"camelyon16.sh: error: {problems[0]}", file=sys.stderr)
     return 2 if problems else 0
 
 
