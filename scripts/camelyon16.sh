@@ -207,15 +207,18 @@ declare -A STAMP  # stage -> the stamp it finished with (read by the stages afte
 key_of() { sed '1,/^---$/d' "$1"; }       # the recorded settings and inputs of a marker
 head_of() { sed '/^---$/,$d' "$1"; }      # the lines before them
 
-why_changed() {  # why_changed MARKER KEY: the settings, inputs and earlier stages that differ, in words
-    awk 'function what(line, f) { split(line, f, " ")
-             if (f[1] == "setting") { sub(/=.*/, "", f[2]); return f[2] }
-             if (f[1] == "after") return f[2] " (redone)"
-             return f[2] }
+why_changed() {  # why_changed MARKER KEY: the settings, earlier stages and inputs that differ, in words
+    awk 'function what(line, f, n) { n = split(line, f, " ")
+             if (f[1] == "setting") { sub(/=.*/, "", f[2]); return "1 " f[2] }
+             if (f[1] == "after") return "2 " f[2] " (redone)"
+             sub(/.*\//, "", f[2]); return "3 " f[2] }
          NR == FNR { old[$0] = 1; next } { new[$0] = 1 }
          END { for (l in new) if (!(l in old)) seen[what(l)] = 1
                for (l in old) if (!(l in new)) seen[what(l)] = 1
-               n = 0; for (k in seen) { if (n < 4) s = s (n ? ", " : "") k; n++ }
+               n = 0; for (k in seen) keys[++n] = k
+               for (i = 2; i <= n; i++) for (j = i; j > 1 && keys[j - 1] > keys[j]; j--) {
+                   t = keys[j]; keys[j] = keys[j - 1]; keys[j - 1] = t }
+               for (i = 1; i <= n && i <= 4; i++) s = s (i > 1 ? ", " : "") substr(keys[i], 3)
                if (n > 4) s = s " and " n - 4 " more"
                print (n ? s " changed" : "its record changed") }' <(key_of "$1") <(printf '%s\n' "$2")
 }

@@ -252,7 +252,7 @@ def test_bad_arguments_are_one_line(tmp_path):
     (tmp_path / "c16" / "testing" / "images").mkdir(parents=True)
     proc = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "c16"), str(ROOT)], env=env, capture_output=True,
                           text=True)
-    assert proc.returncode == 2 and "OUT_DIR must be a folder of its own" in proc.stderr
+    assert proc.returncode == 2 and "in the repository" in proc.stderr
     assert (ROOT / "jsons" / "train").is_dir() and not (ROOT / "state").exists()
 
 
@@ -339,12 +339,13 @@ def test_bad_xml_then_fixed_then_changed_settings(small_tree, tmp_path):
     assert "redone: C16_SAMPLE_ARGS changed" in stage_line(proc, "03_coords")
     assert len(read_rows(out / "coords" / "random" / "tumor_train.txt")) == 3
 
-    # The shipped JSONs name validation slides this download does not have.
-    proc = run(tree, out, C16_UNTIL="03_coords", C16_JSONS="shipped", C16_VALID_PIDS="")
+    # The shipped JSONs (the original's polygons, not this download's): the lists come out empty, and the stage
+    # says so instead of finishing.
+    proc = run(tree, out, C16_UNTIL="03_coords", C16_JSONS="shipped")
     assert proc.returncode == 1 and "03_coords FAILED" in proc.stderr
-    assert "C16_VALID_LISTS=sample: no slide of C16_VALID_PIDS" in proc.stderr
+    assert re.search(r"coords/\S+\.txt: empty list", proc.stderr), proc.stderr
+    assert "redone: C16_JSONS, " in stage_line(proc, "02_jsons")  # and the shipped JSONs it now reads
     assert not (out / "state" / "03_coords.done").exists()
-    assert "sample_coords: error" not in proc.stderr  # refused before the sampler is called
 
 
 def test_redo_training_with_another_lr(small_tree, tmp_path):
@@ -381,7 +382,7 @@ def test_redo_training_with_another_lr(small_tree, tmp_path):
     assert len([p for p in (out / "ckpt").iterdir() if p.name.startswith("crf.")]) == 2
     # Each run logged to its own file; logs/<stage>.log is the latest.
     assert len(list((out / "logs").glob("05_train_crf.*.log"))) == 3
-    assert "redone" in (out / "logs" / "05_train_crf.log").read_text().splitlines()[0]
+    assert "05_train_crf redo" in (out / "logs" / "05_train_crf.log").read_text().splitlines()[0]
 
 
 def test_damaged_test_slide_replaced(small_tree, tmp_path):
