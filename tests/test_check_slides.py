@@ -147,3 +147,26 @@ def test_cli_runs_as_a_script():
     proc = subprocess.run([sys.executable, str(ROOT / "wsi" / "bin" / "check_slides.py"), "-h"],
                           capture_output=True, text=True)
     assert proc.returncode == 0 and "--full" in proc.stdout
+
+
+def test_a_4x_step_slide_is_a_level_structure_not_a_damaged_file(good_tree, tmp_path, capsys):
+    """A slide of another scanner (4× level steps, odd size) has no level 6: the advice says its pyramid differs
+    and names --level auto, not "re-download"; with --level auto it is usable (its level 3 has downsample 64)."""
+    root = tmp_path / "c16"
+    shutil.copytree(good_tree, root)
+    aperio = root / "testing" / "images" / "Test_002.tif"
+    make_synthetic_slide(aperio, width=3001, height=2777, seed=4, normal=True, factor=4)
+    assert main([str(root)]) == 1
+    out = capsys.readouterr().out
+    problem = next(line for line in out.splitlines() if line.startswith("PROBLEM"))
+    assert "Test_002.tif: no level 6" in problem and "downsamples 1, 4" in problem and "not damaged" in problem
+    assert "level 3 has downsample 63.5" in problem and "--level auto" in problem
+    assert "re-download" not in out and "run with --level auto" in out
+    assert main([str(root), "--level", "auto"]) == 0
+    out = capsys.readouterr().out
+    assert "4 usable, 0 unusable" in out and "WARNING" not in out
+    # A slide far from 64 per cell at every level is usable with a warning naming the level taken.
+    small = root / "testing" / "images" / "Test_003.tif"
+    make_synthetic_slide(small, width=300, height=300, seed=5, normal=True, factor=4, tile_size=128)
+    assert main([str(root), "--level", "auto"]) == 0
+    assert "WARNING" in capsys.readouterr().out

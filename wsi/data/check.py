@@ -202,19 +202,19 @@ def _check_map_level(report, need_level):
     per slide, with a warning when it is more than 2× off. A missing level is a problem of the pyramid's
     structure (its steps), not of the file: the advice says so (``report.structure``)."""
     downsamples = report.level_downsamples
-    steps = ", ".join(f"{d:g}" for d in downsamples)
+    steps = ", ".join(f"{d:.3g}" for d in downsamples)
     if need_level == "auto":
         level = nearest_level(downsamples)
         if not 0.5 <= downsamples[level] / MAP_DOWNSAMPLE <= 2:
             report.warnings.append(f"{report.path}: no level near {MAP_DOWNSAMPLE} level-0 pixels per cell "
                                    f"(downsamples {steps}); masks and maps use level {level} "
-                                   f"({downsamples[level]:g})")
+                                   f"({downsamples[level]:.3g})")
     elif need_level is not None and need_level >= len(report.level_dimensions):
         level = nearest_level(downsamples)
         report.structure = True
         report.problems.append(f"{report.path}: no level {need_level} (downsamples {steps}: its pyramid's steps "
                                f"differ, the file is not damaged); level {level} has downsample "
-                               f"{downsamples[level]:g}: use --level auto (camelyon16.sh: C16_LEVEL=auto, the "
+                               f"{downsamples[level]:.3g}: use --level auto (camelyon16.sh: C16_LEVEL=auto, the "
                                "default), which picks each slide's level")
 
 
