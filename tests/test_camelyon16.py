@@ -459,3 +459,19 @@ def test_out_dir_and_settings_refused_before_any_work(tmp_path):
     refused(fresh, "C16_SAMPLE_ARGS: sample_coords.py refuses", C16_SAMPLE_ARGS="--tumour_per_slide 3")
     refused(fresh, "C16_UNTIL: '99_x' is not a stage", C16_UNTIL="99_x")
     assert not fresh.exists()
+
+
+def test_summary_explains_a_froc_without_thresholds_and_resumed_times(tmp_path):
+    """Every score equal (all detections 1.00000): the organisers' rule leaves no threshold and FROC 0, and the
+    summary says why; a resumed stage's time includes its interrupted attempts."""
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "crf_froc.json").write_text(json.dumps({"froc": 0.0, "num_slides": 2, "num_tumours": 1,
+                                                       "curve": {"thresholds": []}}))
+    (results / "crf_slide_scores.csv").write_text("slide,score,label\nTest_001,1.0,Tumor\nTest_002,1.0,Normal\n")
+    (results / "timings.tsv").write_text("01_layout\t0.5\tearlier\n05_train_crf\t120.0\tresumed\n")
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "camelyon16_report.py"), str(tmp_path), "", "crf"],
+                          capture_output=True, text=True, check=True)
+    assert "FROC was computed without thresholds" in proc.stdout and "drops the lowest" in proc.stdout
+    assert re.search(r"05_train_crf +120\.0  \(resumed: with the interrupted attempts\)", proc.stdout)
+    assert "total" in proc.stdout and "120.5" in proc.stdout
