@@ -9,7 +9,7 @@
 # too). Every stage below runs with the original's settings, for both models (NCRF and the ResNet-18 baseline),
 # each stage through its numbered script beside this one (or a wsi/bin CLI), its output in OUT_DIR/logs/<stage>.log:
 #
-#   00_check          preflight: every slide opened, a sample of every level decoded (wsi/bin/check_slides.py)
+#   00_check          preflight: every slide opened, 1% of every level decoded (wsi/bin/check_slides.py)
 #   01_layout         OUT_DIR/slides/{train,test}: links to the slides under the original's names (Tumor_001, ...)
 #   02_jsons          annotation JSONs: the shipped jsons/ (default) or converted from the XMLs
 #   03_coords         the shipped validation lists coords/*_valid.txt; train lists sampled from the train slides
@@ -18,21 +18,26 @@
 #                     of the tumour training slides, their false positives added to normal_train.txt
 #   05_train_<model>  training on the fly from the slides (configs/resnet18_<model>.json: 768/256/224, batch 10,
 #                     lr 0.001, 20 epochs); torchrun when several GPUs are visible
-#   06_tissue_mask    tissue masks of the test slides (level 6)
+#   06_tissue_mask    tissue masks of the test slides, each at its level nearest 64 px per cell (6 on Camelyon16)
 #   07_probs_map_*    probability maps of the test slides (fast mode; the map equals the original's to 1e-5)
-#   08_nms_*          detections (level 6, radius 12, threshold 0.5)
+#   08_nms_*          detections (each map's scale from its sidecar; radius 12, threshold 0.5)
 #   09_gt_masks       ground-truth masks from the test XMLs
 #   10_froc_*         lesion-level FROC, Test_049 and Test_114 excluded
 #   11_auc_*          slide-level ROC AUC
 #   12_export_*       heatmap PNGs, QuPath GeoJSON and ASAP XML of the test slides
 #
-# A stage that finished writes OUT_DIR/state/<stage>.done and is skipped by the next run, so the same command
-# resumes after an interruption (training continues from its last epoch, maps and masks that exist are kept).
-# The run ends with a table of its FROC and AUC beside the paper's and the time of every stage
-# (OUT_DIR/results/summary.txt).
+# A stage is done only when it worked (every sub-command succeeded, its outputs checked): it then writes
+# OUT_DIR/state/<stage>.done, which records what made it (settings, inputs, the stages it read from). The next run
+# skips a stage whose record matches, redoes one whose record differs (and the stages after it) saying why, and
+# continues an interrupted one (training from its last epoch, maps and masks that exist kept): after a failure,
+# fix the cause and run the same command again. A redone training starts a new run (the old one moved aside to
+# ckpt/<model>.<date>); deleting a stage's .done redoes it. OUT_DIR must be new, empty or made by this command
+# (OUT_DIR/.camelyon16-out), outside the repository and the download; one run at a time (OUT_DIR/.camelyon16.lock).
+# Each run logs to OUT_DIR/logs/<stage>.<run>.log (<stage>.log links to the latest). The run ends with a table of
+# its FROC and AUC beside the paper's and the time of every stage (OUT_DIR/results/summary.txt).
 #
 # Variables (defaults: the original's settings; a rehearsal on small data overrides some):
-#   C16_CHECK        sample (default), full (decode every region), skip
+#   C16_CHECK        sample (default: 1% of each level's regions), full (decode every region), skip
 #   C16_JSONS        shipped (default: the repository's jsons/, byte-identical to the original's) or xml
 #                    (convert CAMELYON16_DIR/training/lesion_annotations; split by C16_VALID_PIDS)
 #   C16_VALID_PIDS   validation slides (default: the stems of jsons/valid, the original's split)
@@ -49,8 +54,10 @@
 #   C16_TORCHRUN     auto (default: torchrun --standalone over the visible GPUs when there are several), none,
 #                    or a launcher command such as "torchrun --nproc_per_node=4"
 #   C16_PROBS_ARGS   further probs_map.py options (--amp, --batch_size N, --num_workers N, ...)
-#   C16_LEVEL (6), C16_PROB_THRED (0.5), C16_EXCLUDE (Test_049,Test_114), C16_FORMATS ("png geojson xml"),
-#   C16_SEED (0), PYTHON (python)
+#   C16_LEVEL        auto (default: each slide's level nearest 64 level-0 px per cell) or a level for every slide
+#   C16_UNTIL        stop after this stage (e.g. 03_coords); the next run without it goes on
+#   C16_PROB_THRED (0.5), C16_EXCLUDE (Test_049,Test_114), C16_FORMATS ("png geojson xml"), C16_SEED (0),
+#   PYTHON (python). Every C16_* is checked before the first stage (a typo in a name is refused too).
 set -euo pipefail
 shopt -s inherit_errexit  # a failing command inside $(...) fails the stage too
 ROOT=$(cd -P "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
