@@ -140,7 +140,8 @@ case $C16_DEVICE in ''|cpu|cuda|cuda:[0-9]|cuda:[0-9][0-9]) ;;
 [[ $C16_NUM_WORKERS =~ ^[0-9]+$ ]] || die "C16_NUM_WORKERS: a whole number, got '$C16_NUM_WORKERS'"
 [[ $C16_SEED =~ ^[0-9]+$ ]] || die "C16_SEED: a whole number, got '$C16_SEED'"
 [[ $C16_LEVEL =~ ^(auto|[0-9]+)$ ]] || die "C16_LEVEL: auto or a level number, got '$C16_LEVEL'"
-[[ $C16_PROB_THRED =~ ^(0(\.[0-9]*)?|\.[0-9]+|1(\.0*)?)$ ]] || die "C16_PROB_THRED: a probability 0-1, got '$C16_PROB_THRED'"
+[[ $C16_PROB_THRED =~ ^(0(\.[0-9]*)?|\.[0-9]+|1(\.0*)?)$ ]] \
+    || die "C16_PROB_THRED: a probability 0-1, got '$C16_PROB_THRED'"
 [[ $C16_EXCLUDE =~ ^([A-Za-z0-9_.-]+(,[A-Za-z0-9_.-]+)*)?$ ]] \
     || die "C16_EXCLUDE: slide names separated by commas (Test_049,Test_114), got '$C16_EXCLUDE'"
 [[ $C16_VALID_PIDS =~ ^[[:space:]]*[A-Za-z0-9_.-]+([[:space:]]+[A-Za-z0-9_.-]+)*[[:space:]]*$ ]] \
@@ -169,7 +170,8 @@ for kind in $C16_MODELS; do
     for name in 07_probs_map 08_nms 10_froc 11_auc 12_export; do STAGES+=("${name}_$kind"); done
 done
 if [ -n "$C16_UNTIL" ]; then
-    case " ${STAGES[*]} " in *" $C16_UNTIL "*) ;; *) die "C16_UNTIL: '$C16_UNTIL' is not a stage of this run (${STAGES[*]})" ;; esac
+    case " ${STAGES[*]} " in *" $C16_UNTIL "*) ;;
+        *) die "C16_UNTIL: '$C16_UNTIL' is not a stage of this run (${STAGES[*]})" ;; esac
 fi
 
 # OUT_DIR: new, empty, or one this command made (its mark file); anything else is refused, so that nothing the
@@ -250,7 +252,8 @@ stage() {
     local name=$1 deps=$2 record=$3; shift 3
     local done="$STATE/$name.done" run="$STATE/$name.run" made="$STATE/$name.made"
     local log="$LOGS/$name.$RUN_ID.log" key dep why="" mode=new start seconds earlier=0 status stamp when
-    key=$(printf '%s\n' "$record"; for dep in $deps; do printf 'after %s %s\n' "$dep" "${STAMP[$dep]:?$dep has not run}"; done)
+    key=$(printf '%s\n' "$record"
+          for dep in $deps; do printf 'after %s %s\n' "$dep" "${STAMP[$dep]:?$dep has not run}"; done)
     if [ -e "$done" ]; then
         if [ "$(key_of "$done")" = "$key" ]; then
             seconds=$(head_of "$done" | awk '$1 == "seconds" { print $2 }')
@@ -576,7 +579,8 @@ esac
 # Layout: the file names (links); the labels' content.
 stage 01_layout "" "$(find -L "$C16" -type f -printf 'name %P\n' | sort; inputs "$C16/testing/reference.csv")" layout
 # shellcheck disable=SC2086
-if [ "$C16_JSONS" = shipped ]; then json_inputs="$ROOT/jsons/train $ROOT/jsons/valid"; else json_inputs="$D/xml/train"; fi
+json_inputs="$D/xml/train"
+if [ "$C16_JSONS" = shipped ]; then json_inputs="$ROOT/jsons/train $ROOT/jsons/valid"; fi
 # shellcheck disable=SC2086
 stage 02_jsons "" "$(settings C16_JSONS C16_VALID_PIDS; inputs $json_inputs
     find -L "$D/slides/train" -name '*.tif' -printf 'name %f\n' | sort)" jsons

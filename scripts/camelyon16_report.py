@@ -3,7 +3,8 @@
 
 Usage: ``python scripts/camelyon16_report.py OUT_DIR EXCLUDE MODEL [MODEL ...]`` with MODEL ``crf`` or ``base``.
 Reads ``OUT_DIR/results/<MODEL>_froc.json`` (Evaluation_FROC.py --json), ``<MODEL>_slide_scores.csv``
-(slide_auc.py) and ``timings.tsv`` (camelyon16.sh: ``stage<TAB>seconds<TAB>this run|resumed|earlier``); prints plain text.
+(slide_auc.py) and ``timings.tsv`` (camelyon16.sh: ``stage<TAB>seconds<TAB>this run|resumed|earlier``); prints
+plain text.
 """
 import csv
 import json

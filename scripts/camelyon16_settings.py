@@ -6,7 +6,8 @@ environment. Every value is checked as the stage that uses it would: ``C16_CFG``
 ``configs/resnet18_<model>.json`` and validated as train.py validates a config, the option lists
 (``C16_SAMPLE_ARGS``, ``C16_VALID_SAMPLE_ARGS``, ``C16_HNM_ARGS``, ``C16_PROBS_ARGS``) by the parsers of the
 scripts they are passed to. Prints nothing and exits 0 when all are good; else one line on stderr naming the first
-problem (``C16_X: what is wrong``) and exit status 2. The shell script checks the simple values (choices, numbers) itself.
+problem (``C16_X: what is wrong``) and exit status 2. The shell script checks the simple values (choices,
+numbers) itself.
 """
 import contextlib
 import io

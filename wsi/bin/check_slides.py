@@ -63,7 +63,8 @@ def run(args):
     count = len(find_slides(root))
     bar = tqdm(unit="region", desc=f"check_slides ({count} slides)", disable=None, file=sys.stderr)
     reports = check_tree(root, full=args.full, sample=args.sample, region=args.region,
-                         need_level=None if args.level != "auto" and args.level < 0 else args.level, workers=args.workers, seed=args.seed,
+                         need_level=None if args.level != "auto" and args.level < 0 else args.level,
+                         workers=args.workers, seed=args.seed,
                          progress=bar.update, share=0.0 if args.full else args.share)
     bar.close()
     for report in reports:
