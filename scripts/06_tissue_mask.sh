@@ -6,7 +6,7 @@
 set -euo pipefail
 WSI_DIR=${WSI_DIR:-demo_out/test}               # input: <stem>.tif (.svs, .ndpi, ...)
 MASK_DIR=${MASK_DIR:-demo_out/tissue_masks}     # output: <stem>.npy
-LEVEL=${LEVEL:-6}
+LEVEL=${LEVEL:-6}                           # or auto: each slide's level nearest 64 level-0 px per cell
 RGB_MIN=${RGB_MIN:-50}
 SKIP_EXISTING=${SKIP_EXISTING:-0}           # 1: keep masks that exist (a resumed run), 0: recompute every mask
 PYTHON=${PYTHON:-python}

@@ -3,7 +3,8 @@
 
 Usage: ``python scripts/camelyon16_report.py OUT_DIR EXCLUDE MODEL [MODEL ...]`` with MODEL ``crf`` or ``base``.
 Reads ``OUT_DIR/results/<MODEL>_froc.json`` (Evaluation_FROC.py --json), ``<MODEL>_slide_scores.csv``
-(slide_auc.py) and ``timings.tsv`` (camelyon16.sh: ``stage<TAB>seconds<TAB>this run|earlier``); prints plain text.
+(slide_auc.py) and ``timings.tsv`` (camelyon16.sh: ``stage<TAB>seconds<TAB>this run|resumed|earlier``); prints
+plain text.
 """
 import csv
 import json
@@ -35,11 +36,19 @@ def main(argv):
         lines.append(f"{NAMES[kind]:<24} {froc['froc']:6.4f} {auc_text:>6} {froc['num_slides']:>6}  "
                      f"{REFERENCE[kind]}")
     lines.append("(FROC: lesion level, Camelyon16 rules; AUC: slide level, score = the map's maximum)")
+    for kind in models:
+        froc = json.loads((results / f"{kind}_froc.json").read_text())
+        if not froc.get("curve", {}).get("thresholds", [None]):
+            lines.append(f"Note: {NAMES[kind]}'s FROC was computed without thresholds: every detection and lesion "
+                         "score takes one value (e.g. every probability 1.00000), and the organisers' rule, as the "
+                         "original's, drops the lowest distinct score, which leaves no point on the curve: FROC 0. "
+                         "More training or a lower C16_PROB_THRED spreads the scores.")
     lines += ["", "Time per stage (s)"]
     total = 0.0
     with open(results / "timings.tsv") as handle:
         for name, seconds, when in csv.reader(handle, delimiter="\t"):
-            note = "" if when == "this run" else "  (an earlier run)"
+            note = {"this run": "", "resumed": "  (resumed: with the interrupted attempts)"}.get(
+                when, "  (an earlier run)")
             lines.append(f"  {name:<24} {float(seconds):10.1f}{note}")
             total += float(seconds)
     lines.append(f"  {'total':<24} {total:10.1f}")

@@ -4,6 +4,7 @@ Damage is made the way downloads break: the bytes of one JPEG tile zeroed or ove
 tifffile's ``page.dataoffsets``), a file cut in the middle, a 0-byte file, a file that is no slide.
 """
 
+import re
 import shutil
 
 import pytest
@@ -147,3 +148,46 @@ def test_cli_runs_as_a_script():
     proc = subprocess.run([sys.executable, str(ROOT / "wsi" / "bin" / "check_slides.py"), "-h"],
                           capture_output=True, text=True)
     assert proc.returncode == 0 and "--full" in proc.stdout
+
+
+def test_a_4x_step_slide_is_a_level_structure_not_a_damaged_file(good_tree, tmp_path, capsys):
+    """A slide of another scanner (4× level steps, odd size) has no level 6: the advice says its pyramid differs
+    and names --level auto, not "re-download"; with --level auto it is usable (its level 3 has downsample 64)."""
+    root = tmp_path / "c16"
+    shutil.copytree(good_tree, root)
+    aperio = root / "testing" / "images" / "Test_002.tif"
+    make_synthetic_slide(aperio, width=3001, height=2777, seed=4, normal=True, factor=4)
+    assert main([str(root)]) == 1
+    out = capsys.readouterr().out
+    problem = next(line for line in out.splitlines() if line.startswith("PROBLEM"))
+    assert "Test_002.tif: no level 6" in problem and "downsamples 1, 4" in problem and "not damaged" in problem
+    assert "level 3 has downsample 63.5" in problem and "--level auto" in problem
+    assert "re-download" not in out and "run with --level auto" in out
+    assert main([str(root), "--level", "auto"]) == 0
+    out = capsys.readouterr().out
+    assert "4 usable, 0 unusable" in out and "WARNING" not in out
+    # A slide far from 64 per cell at every level is usable with a warning naming the level taken.
+    small = root / "testing" / "images" / "Test_003.tif"
+    make_synthetic_slide(small, width=300, height=300, seed=5, normal=True, factor=4, tile_size=128)
+    assert main([str(root), "--level", "auto"]) == 0
+    assert "WARNING" in capsys.readouterr().out
+
+
+def test_the_sample_is_a_share_of_each_level():
+    """--share: a fixed share of every level's regions (rounded up), so the sample grows with the slide."""
+    small = [(0, (x, 0), (256, 256)) for x in range(100)] + [(1, (x, 0), (256, 256)) for x in range(10)]
+    large = [(0, (x, 0), (256, 256)) for x in range(1000)] + [(1, (x, 0), (256, 256)) for x in range(10)]
+    for regions, level0 in ((small, 100), (large, 1000)):
+        sample = sample_regions(regions, 0, seed=0, share=0.05)
+        assert len([r for r in sample if r[0] == 0]) >= level0 // 20
+        assert len([r for r in sample if r[0] == 0]) <= level0 // 20 + 2  # plus the level's two ends
+    assert sample_regions(small, 5, seed=0) == sample_regions(small, 5, seed=0, share=0.0)
+
+
+def test_summary_states_the_share_and_the_time(good_tree, capsys):
+    assert main([str(good_tree), "--share", "0.1"]) == 0
+    summary = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "10% of each level's regions" in summary and re.search(r"; \d+\.\d s$", summary), summary
+    with pytest.raises(SystemExit) as stop:
+        main([str(good_tree), "--share", "2"])
+    assert stop.value.code == 2 and "--share must be between 0 and 1" in capsys.readouterr().err

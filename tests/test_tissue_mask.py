@@ -109,3 +109,19 @@ def test_cli_bad_input_one_line_error_no_output(cmu_pyramid, tmp_path, capsys, c
                 "not_a_slide": "notes.tif: not a slide", "bad_level": "no level 12; the slide has levels [0, 1, 2"}
     assert expected[case] in err
     assert not out.exists() and not list(tmp_path.glob("*.npy")) and not list(tmp_path.glob(".*"))
+
+
+def test_level_auto_picks_each_slides_level_nearest_64(tmp_path):
+    """--level auto: level 6 of a 2× pyramid, level 3 of a 4× one (downsample ~64), recorded in the sidecar."""
+    import json
+
+    slides = tmp_path / "slides"
+    make_synthetic_slide(slides / "two.tif", width=1024, height=1024, seed=1, normal=True)
+    make_synthetic_slide(slides / "four.tif", width=3001, height=2777, seed=2, normal=True, factor=4)
+    assert main([str(slides), str(tmp_path / "masks"), "--level", "auto"]) == 0
+    for stem, level, shape in (("two", 6, (16, 16)), ("four", 3, (47, 44))):
+        assert np.load(tmp_path / "masks" / f"{stem}.npy").shape == shape
+        side = json.loads((tmp_path / "masks" / f"{stem}.json").read_text())
+        assert side["level"] == level and side["stride"] == 64
+    with pytest.raises(SystemExit):
+        main([str(slides), str(tmp_path / "masks"), "--level", "near"])

@@ -28,6 +28,22 @@ class GeometryError(InputError):
     """A mask that does not fit its slide, or a config whose grid cannot be cut; the message gives the numbers."""
 
 
+#: Level-0 pixels per cell of the original's tissue masks and maps (level 6 of a Camelyon16 2× pyramid).
+MAP_DOWNSAMPLE = 64
+
+
+def nearest_level(level_downsamples, downsample=MAP_DOWNSAMPLE):
+    """The level whose downsample is nearest ``downsample`` (by ratio; the finer level on a tie).
+
+    ``--level auto`` of the tissue masks: level 6 on a 2× pyramid (Camelyon16), level 3 on a 4× one
+    (downsamples 1, 4, 16, 64), so every scanner's masks and maps have about 64 level-0 pixels per cell.
+    """
+    if not len(level_downsamples):
+        raise GeometryError("a slide without levels")
+    return min(range(len(level_downsamples)),
+               key=lambda level: (abs(math.log(float(level_downsamples[level]) / downsample)), level))
+
+
 @dataclass(frozen=True)
 class MaskGeometry:
     """Where a ``[x, y]`` mask lies on its slide.

@@ -454,7 +454,8 @@ def _place_lymphoid(seed, tissue, tumour_blobs, count):
 
 def make_synthetic_slide(slide_path, *, width=4096, height=4096, seed=0, num_tumours=2, tumour_size=(1300, 2000),
                          with_hole=False, normal=False, mpp=CAMELYON16_MPP, xml_path=None, mask_path=None,
-                         json_path=None, tissue_fraction=None, tile_size=256, progress=None, lymphoid=0):
+                         json_path=None, tissue_fraction=None, tile_size=256, progress=None, lymphoid=0,
+                         factor=2):
     """Write a synthetic slide (and, when paths are given, its ASAP XML, ground-truth mask and JSON).
 
     Parameters
@@ -473,6 +474,7 @@ def make_synthetic_slide(slide_path, *, width=4096, height=4096, seed=0, num_tum
         (what ``camelyon16xml2json`` makes of the XML; for a normal slide, empty lists).
     progress : optional callable given the number of tiles written, after each tile.
     lymphoid : lymphoid follicles per slide (normal tissue of small dark nuclei that mimics tumour), default 0.
+    factor : downsample from one level to the next: 2 (Camelyon16), 4 for an Aperio-style pyramid.
 
     Returns a :class:`SyntheticSlide` (paths, annotation, tissue description, stain, level sizes).
     """
@@ -480,8 +482,10 @@ def make_synthetic_slide(slide_path, *, width=4096, height=4096, seed=0, num_tum
                                            tumour_size=tumour_size, with_hole=with_hole, normal=normal,
                                            tissue_fraction=tissue_fraction, lymphoid=lymphoid)
     renderer = SlideRenderer(tissue, annotation, stain, seed)
-    dims = write_pyramid(slide_path, renderer, width, height, channels=3, mpp=mpp, tile_size=tile_size,
-                         compression="jpeg", progress=progress)
+    steps = int(factor).bit_length() - 1  # the renderer's levels are powers of two: level k of a 4× pyramid is its 2k
+    render = renderer if steps == 1 else (lambda level, x, y, w, h: renderer(level * steps, x, y, w, h))
+    dims = write_pyramid(slide_path, render, width, height, channels=3, mpp=mpp, tile_size=tile_size,
+                         compression="jpeg", progress=progress, factor=factor)
     tumour = bool(annotation.positive)
     if xml_path is not None and tumour:
         # Tumours alternate between the Camelyon16 groups _0 and _1; the converter reads _0 before _1, so the

@@ -6,7 +6,7 @@ Input: a slide file (any format OpenSlide reads). Output: ``np.save`` of a bool 
 and beside it a sidecar ``<name>.json`` saying which slide, level and scale the mask has (:mod:`wsi.arrays`).
 The rule is the original's: Otsu per RGB channel (background = all three above), Otsu on the HSV saturation,
 and every channel above ``--RGB_min``, all strict. Level 6 gives one mask pixel per 64 level-0 pixels on a 2×
-pyramid (pick the level whose downsample is nearest 64 on others).
+pyramid; ``--level auto`` picks, per slide, the level whose downsample is nearest 64 (level 3 of a 4× pyramid).
 
 WSI may also be a folder of slides (every OpenSlide suffix) or a ``.txt`` list of slide paths; NPY is then the
 output folder (``<stem>.npy`` per slide). Masks that exist are skipped unless ``--overwrite``; a slide that fails
@@ -30,6 +30,11 @@ from wsi.fileio import npy_path, remove_stale_temporaries
 logger = logging.getLogger(__name__)
 
 
+def level_or_auto(text):
+    """``--level``: a level number, or ``auto`` (chosen per slide)."""
+    return "auto" if text.strip() == "auto" else level_index(text)
+
+
 def get_args_parser():
     parser = ArgumentParser(description="Get tissue mask of WSI and save it in npy format")
     parser.add_argument("wsi_path", metavar="WSI", type=str,
@@ -37,7 +42,9 @@ def get_args_parser():
     parser.add_argument("npy_path", metavar="NPY", type=str,
                         help="Path to the output npy mask file (.npy is appended when missing); with many slides, "
                              "the output folder")
-    parser.add_argument("--level", default=6, type=level_index, help="at which WSI level to obtain the mask, default 6")
+    parser.add_argument("--level", default=6, type=level_or_auto,
+                        help="at which WSI level to obtain the mask, default 6; auto: per slide, the level whose "
+                             "downsample is nearest 64 (6 on a 2x pyramid, 3 on a 4x one), recorded in the sidecar")
     parser.add_argument("--RGB_min", "--rgb_min", dest="RGB_min", default=50, type=channel_value,
                         help="min value for RGB channel, default 50")
     parser.add_argument("--overwrite", action="store_true",

@@ -13,7 +13,8 @@ while decoding) with one slide handle per thread: OpenSlide handles are unusable
 :class:`wsi.data.slide.Slide` reopens its own.
 
 A slide is *unusable* when it cannot be opened, when any region fails to decode, or when it lacks the level
-the pipeline reads (``need_level``, 6: tissue masks and probability maps); missing µm per pixel, annotations or
+the pipeline reads (``need_level``, 6: tissue masks and probability maps; ``"auto"``: each slide's level
+nearest 64, :func:`wsi.geometry.nearest_level`); missing µm per pixel, annotations or
 labels are warnings.
 
 Not detected: bytes garbled *inside* a JPEG tile's compressed data, past its headers. libjpeg decodes such a tile
@@ -23,6 +24,7 @@ either. Zeroed or overwritten tile starts, truncated files and files that are no
 
 import concurrent.futures
 import csv
+import math
 import os
 import random
 import threading
@@ -30,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from wsi.data.slide import RegionReadError, SlideError, open_slide, truncation
+from wsi.geometry import MAP_DOWNSAMPLE, nearest_level
 
 #: Suffixes of the formats OpenSlide reads (lower case): Aperio, Hamamatsu, Leica, MIRAX, Philips, Sakura,
 #: Trestle, Ventana, Zeiss and generic tiled TIFF.
@@ -52,6 +55,7 @@ class SlideReport:
     regions_tried: int = 0            # regions tried (all of them with full=True)
     problems: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
+    structure: bool = False           # a problem of the pyramid's levels (no such level), not of the file
 
     @property
     def stem(self):
@@ -127,20 +131,25 @@ def level_regions(level_dimensions, level_downsamples, region):
     return regions
 
 
-def sample_regions(regions, sample, seed):
+def sample_regions(regions, sample, seed, share=0.0):
     """A sample of ``regions`` to decode: all of the coarsest level (read by every tissue mask, and the end of
-    the file in most TIFFs: a truncated download shows there), the first and last region of every level, and
-    ``sample`` more drawn at random (seeded), in reading order."""
+    the file in most TIFFs: a truncated download shows there), the first and last region of every level,
+    ``share`` of each level's regions (rounded up) and ``sample`` more drawn at random (seeded), in reading
+    order. The share scales with the slide: 1% of a 100 000-px slide's level 0 is about 400 regions of 512 px."""
     if not regions:
         return []
+    rng = random.Random(seed)
     coarsest = regions[-1][0]
     keep = {i for i, (level, _, _) in enumerate(regions) if level == coarsest}
-    first_last = {}
+    by_level = {}
     for i, (level, _, _) in enumerate(regions):
-        first_last.setdefault(level, [i, i])[1] = i
-    keep |= {i for pair in first_last.values() for i in pair}
+        by_level.setdefault(level, []).append(i)
+    keep |= {i for members in by_level.values() for i in (members[0], members[-1])}
+    if share > 0:
+        for members in by_level.values():
+            keep |= set(rng.sample(members, min(len(members), math.ceil(share * len(members)))))
     rest = [i for i in range(len(regions)) if i not in keep]
-    keep |= set(random.Random(seed).sample(rest, min(sample, len(rest))))
+    keep |= set(rng.sample(rest, min(sample, len(rest))))
     return [regions[i] for i in sorted(keep)]
 
 
@@ -191,19 +200,41 @@ def _open_report(path, annotations, labels, need_level):
     truncated = truncation(path)
     if truncated:  # it opens with the levels before the cut: say why levels and tiles are missing
         report.problems.append(f"{path}: {truncated} (an interrupted download?)")
-    if need_level is not None and need_level >= len(report.level_dimensions):
-        report.problems.append(f"{path}: no level {need_level} (the pipeline's tissue masks and maps read it); "
-                               f"the slide has levels 0-{len(report.level_dimensions) - 1}")
+    else:  # a missing level of a whole file is a matter of its pyramid's steps
+        _check_map_level(report, need_level)
     if report.label == "Tumor" and report.annotation is None:
         report.warnings.append(f"{path}: labelled Tumor ({report.label_source}) but no {path.stem}.xml/.json "
                                "annotation found")
     return report
 
 
-def check_tree(root, *, full=False, sample=64, region=512, need_level=6, workers=None, seed=0, progress=None):
+def _check_map_level(report, need_level):
+    """The level the masks and maps read: ``need_level`` must exist; ``"auto"``: the level nearest 64 is taken
+    per slide, with a warning when it is more than 2× off. A missing level is a problem of the pyramid's
+    structure (its steps), not of the file: the advice says so (``report.structure``)."""
+    downsamples = report.level_downsamples
+    steps = ", ".join(f"{d:.3g}" for d in downsamples)
+    if need_level == "auto":
+        level = nearest_level(downsamples)
+        if not 0.5 <= downsamples[level] / MAP_DOWNSAMPLE <= 2:
+            report.warnings.append(f"{report.path}: no level near {MAP_DOWNSAMPLE} level-0 pixels per cell "
+                                   f"(downsamples {steps}); masks and maps use level {level} "
+                                   f"({downsamples[level]:.3g})")
+    elif need_level is not None and need_level >= len(report.level_dimensions):
+        level = nearest_level(downsamples)
+        report.structure = True
+        report.problems.append(f"{report.path}: no level {need_level} (downsamples {steps}: its pyramid's steps "
+                               f"differ, the file is not damaged); level {level} has downsample "
+                               f"{downsamples[level]:.3g}: use --level auto (camelyon16.sh: C16_LEVEL=auto, the "
+                               "default), which picks each slide's level")
+
+
+def check_tree(root, *, full=False, sample=64, region=512, need_level=6, workers=None, seed=0, progress=None,
+               share=0.0):
     """Check every slide under ``root``; returns ``[SlideReport, ...]`` in path order.
 
-    ``full``: decode every region of every level, else :func:`sample_regions` with ``sample`` random ones.
+    ``full``: decode every region of every level, else :func:`sample_regions` with ``share`` of each level's
+    regions and ``sample`` random ones.
     ``region``: side of a read at its level, pixels. ``need_level``: the level every slide must have (None:
     no such test). ``workers``: decoding threads (default: the CPUs). ``progress``: optional callable called
     with the number of regions decoded after each one.
@@ -219,7 +250,7 @@ def check_tree(root, *, full=False, sample=64, region=512, need_level=6, workers
                 continue
             regions = level_regions(report.level_dimensions, report.level_downsamples, region)
             report.regions_total = len(regions)
-            todo = regions if full else sample_regions(regions, sample, seed + index)
+            todo = regions if full else sample_regions(regions, sample, seed + index, share=share)
             results = pool.map(lambda r: reader.read(report.path, *r), todo)
             for failure in results:
                 report.regions_tried += 1

@@ -16,7 +16,7 @@ from wsi.arrays import ArrayInfo, SlideRef, check_made_from, load_array, read_si
 from wsi.errors import WSIError
 from wsi.fileio import npy_header
 from wsi.data.slide import RegionReadError, Slide, open_slide
-from wsi.geometry import mask_geometry
+from wsi.geometry import mask_geometry, nearest_level
 
 logger = logging.getLogger(__name__)
 
@@ -94,9 +94,12 @@ def read_level_or_name_tile(slide, level):
 def write_tissue_mask(slide_path, npy_path, level=6, rgb_min=50):
     """Compute the tissue mask of a slide and save it as ``.npy`` with its sidecar (:mod:`wsi.arrays`).
 
-    Returns ``(path written, mask)``.
+    ``level="auto"``: the slide's level nearest 64 level-0 pixels per cell (:func:`wsi.geometry.nearest_level`),
+    chosen per slide and recorded in the sidecar. Returns ``(path written, mask)``.
     """
     with open_slide(slide_path) as slide:
+        if level == "auto":
+            level = nearest_level(slide.level_downsamples)
         mask = tissue_mask(slide, level=level, rgb_min=rgb_min)
         geometry = mask_geometry(slide.level_dimensions, slide.level_downsamples, mask.shape,
                                  mask_name=str(npy_path), slide_name=str(slide_path))
@@ -108,8 +111,8 @@ def mask_not_done(output, slide_path, level, rgb_min):
     """Why a resumed run must compute the mask ``output`` of ``slide_path`` again, or ``''`` to keep it.
 
     Kept only when it is a complete 2-D bool ``.npy`` (not 0 bytes, text, or a copy cut short) whose sidecar
-    describes it, names this slide (quick hash) and records this ``level`` and ``rgb_min``, and whose shape is
-    that level's size. A mask without a sidecar (the original's) is kept with a warning: it is not replaced.
+    describes it, names this slide (quick hash) and records this ``level`` (``"auto"``: the slide's level nearest
+    64) and ``rgb_min``, and whose shape is that level's size. A mask without a sidecar (the original's) is kept with a warning: it is not replaced.
     """
     header = npy_header(output)
     if header is None or len(header[0]) != 2 or header[1] != bool:
@@ -119,6 +122,8 @@ def mask_not_done(output, slide_path, level, rgb_min):
         if info is not None and tuple(info.shape) != tuple(header[0]):
             return "its sidecar describes another shape"
         with open_slide(slide_path) as slide:
+            if level == "auto":  # the level a new mask would be made at
+                level = nearest_level(slide.level_downsamples)
             if info is not None and not info.slide.same_slide(SlideRef.of(slide)):
                 return f"it was made from another slide ({info.slide.name})"
             if 0 <= level < slide.level_count and tuple(header[0]) != tuple(slide.level_dimensions[level]):
