@@ -190,4 +190,4 @@ def test_summary_states_the_share_and_the_time(good_tree, capsys):
     assert "10% of each level's regions" in summary and re.search(r"; \d+\.\d s$", summary), summary
     with pytest.raises(SystemExit) as stop:
         main([str(good_tree), "--share", "2"])
-    assert stop.value.code == 2 and "--share must be between 0 and 1" in capsys.readouterr().err
+    assert stop.value.code == 2 and "argument --share: must be in [0, 1]" in capsys.readouterr().err

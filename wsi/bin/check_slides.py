@@ -107,12 +107,9 @@ def run(args):
 
 def main(argv=None):
     parser = get_args_parser()
-    args = parser.parse_args(argv)
-    if args.region < 1 or args.sample < 0:
-        parser.error("--region must be at least 1 and --sample at least 0")
-    if not 0 <= args.share <= 1:
-        parser.error(f"--share must be between 0 and 1, got {args.share}")
+    args = parser.parse_args(argv)  # the option types range-check every number
     return run_command(run, args)
+
 
 if __name__ == "__main__":
     sys.exit(main())
