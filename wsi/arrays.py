@@ -24,15 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from wsi.constants import DEFAULT_MAP_LEVEL
-from wsi.errors import InputError
+from wsi.errors import ArrayFileError, InputError
 from wsi.fileio import atomic_open, npy_path, save_npy
 
 SIDECAR_FORMAT = "ncrf-array-1"
 KINDS = ("tissue_mask", "probs_map")
-
-
-class ArrayFileError(InputError):
-    """A mask or map file (or its sidecar) that cannot be used; the message names the file and the problem."""
 
 
 @dataclass(frozen=True)

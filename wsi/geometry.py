@@ -21,11 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from wsi.errors import InputError
-
-
-class GeometryError(InputError):
-    """A mask that does not fit its slide, or a config whose grid cannot be cut; the message gives the numbers."""
+from wsi.errors import GeometryError
 
 
 @dataclass(frozen=True)

@@ -17,15 +17,11 @@ from pathlib import Path
 import numpy as np
 from skimage.measure import points_in_poly
 
-from wsi.errors import InputError
+from wsi.errors import AnnotationError
 from wsi.fileio import atomic_open
 
 POSITIVE_GROUPS = ("Tumor", "_0", "_1")
 NEGATIVE_GROUPS = ("_2", "Exclusion")
-
-
-class AnnotationError(InputError):
-    """An annotation file (JSON or XML) that cannot be used; the message names the file and the problem."""
 
 
 class Polygon:

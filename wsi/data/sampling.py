@@ -35,14 +35,10 @@ from wsi.data.labels import IMAGE_SIZE, is_normal, is_tumour
 from wsi.data.mask import MaskRenderer
 from wsi.data.slide import find_slide, open_slide
 from wsi.data.tissue import load_tissue_mask, tissue_mask
-from wsi.errors import InputError
+from wsi.errors import SamplingError
 from wsi.geometry import mask_geometry
 
 logger = logging.getLogger(__name__)
-
-
-class SamplingError(InputError):
-    """Inputs of the sampling or hard-negative tools that cannot be used; the message names the file."""
 
 
 def tissue_fraction(mask, geometry, centres, image_size=IMAGE_SIZE):

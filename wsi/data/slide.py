@@ -15,53 +15,11 @@ import openslide
 from PIL import Image, UnidentifiedImageError
 
 from wsi.constants import SLIDE_SUFFIXES
-from wsi.errors import InputError, WSIError
+from wsi.errors import (
+    InputError, LevelError, NotAFileError, NotAFolderError, RegionReadError, SlideError, SlideNotFoundError,
+    UnsupportedSlideError,
+)
 from wsi.fileio import read_text_lines
-
-
-class SlideError(WSIError):
-    """Base class of the slide errors."""
-
-
-class SlideNotFoundError(SlideError, FileNotFoundError):
-    """The slide path does not exist."""
-
-
-class NotAFileError(SlideError, IsADirectoryError):
-    """A folder was given where a slide file is expected."""
-
-
-class NotAFolderError(SlideError, NotADirectoryError):
-    """A file was given where the folder of slides is expected."""
-
-
-class UnsupportedSlideError(SlideError):
-    """The file is not a slide OpenSlide (or PIL, for plain images) can read."""
-
-
-class LevelError(SlideError, ValueError):
-    """A level the slide does not have; ``levels`` lists the ones it has."""
-
-    def __init__(self, path, level, levels):
-        self.path, self.level, self.levels = str(path), level, list(levels)
-        super().__init__(f"{path}: no level {level}; the slide has levels {self.levels}")
-
-    def __reduce__(self):  # rebuildable from its fields in another process (DataLoader workers, pools)
-        return type(self), (self.path, self.level, self.levels)
-
-
-class RegionReadError(SlideError):
-    """A region failed to decode (a corrupt tile, a truncated download)."""
-
-    def __init__(self, path, level, location, size, reason):
-        self.path, self.level, self.location, self.size = str(path), level, tuple(location), tuple(size)
-        self.reason = str(reason)
-        super().__init__(
-            f"{path}: cannot read level {level} region at {tuple(location)} of size {tuple(size)}: {reason}"
-        )
-
-    def __reduce__(self):  # rebuildable from its fields in another process (DataLoader workers, pools)
-        return type(self), (self.path, self.level, self.location, self.size, self.reason)
 
 
 class Slide:

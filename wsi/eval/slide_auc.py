@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import mannwhitneyu
 
-from wsi.errors import InputError
+from wsi.errors import InputError, SlideLabelsError
 from wsi.arrays import load_array
 from wsi.fileio import atomic_open, read_text_lines
 
@@ -30,10 +30,6 @@ log = logging.getLogger(__name__)
 SCORES = ("max", "topk")
 _POSITIVE = {"tumor", "tumour", "1"}
 _NEGATIVE = {"normal", "0"}
-
-
-class SlideLabelsError(InputError):
-    """A malformed labels CSV or an inconsistent set of maps and labels; the message names the file."""
 
 
 def read_slide_labels(path):

@@ -201,6 +201,7 @@ def run_probs_maps(wsi, ckpt, cfg_path, mask, npy, *, mode="fast", device=None, 
     many slides, a slide that cannot be read at all is listed the same way and the run goes on.
     """
     device = resolve_device(device)
+    fallback = runtime == "auto"  # auto falls back to PyTorch's pass when the CPU runtime cannot run
     runtime = resolve_runtime(runtime, device, amp=amp, compile=compile, optimize=optimize)
     cfg = load_config(cfg_path)
     grid = GridSpec.from_config(cfg, source=cfg_path)
@@ -250,7 +251,9 @@ def run_probs_maps(wsi, ckpt, cfg_path, mask, npy, *, mode="fast", device=None, 
     configure_backends(device, tf32=tf32, threads=threads)
     model = load_model(ckpt, cfg, device, source_cfg=str(cfg_path))
     if optimize or compile:
-        model = inference_model(model, compile=compile, runtime=runtime, crop=grid.crop_size, threads=threads)
+        model = inference_model(model, compile=compile, runtime=runtime, crop=grid.crop_size, threads=threads,
+                                fallback=fallback)
+        runtime = model.runtime
     cnn = ("as loaded (--eager_cnn)" if not (optimize or compile) else
            f"BatchNorm folded, {runtime} float32" if runtime != "torch" else
            "BatchNorm folded, channels_last" + (", torch.compile" if compile else ""))
