@@ -13,9 +13,6 @@ and ``--sample`` random ones); ``--full`` decodes every region of every level, i
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python wsi/bin/check_slides.py`: make the repo root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
 
 from tqdm import tqdm
 

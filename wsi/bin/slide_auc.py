@@ -9,10 +9,6 @@ line per slide; the ROC AUC (the Mann-Whitney U over the pairs, ties ½, tumour 
 highest values).
 """
 import sys
-from pathlib import Path
-
-if __package__ in (None, ""):  # run as `python wsi/bin/slide_auc.py`: make the repo root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
 from wsi.cli import ArgumentParser, check_outputs, positive, run_command
