@@ -270,17 +270,19 @@ def test_resolve_runtime(runtime, device, options, expected):
     assert resolve_runtime(runtime, torch.device(device), **options) == expected
 
 
-@pytest.mark.parametrize("device, options, clash", [
-    ("cuda", {}, "device cuda"), ("cpu", {"amp": True}, "--amp"), ("cpu", {"compile": True}, "--compile"),
-    ("cpu", {"optimize": False}, "--eager_cnn"),
+@pytest.mark.parametrize("device, options, clash, option", [
+    ("cuda", {}, "device cuda", "device cuda"), ("cpu", {"amp": True}, "amp", "--amp"),
+    ("cpu", {"compile": True}, "compile", "--compile"), ("cpu", {"optimize": False}, "optimize=False", "--eager_cnn"),
 ])
-def test_openvino_refuses_what_it_cannot_run(device, options, clash):
-    from wsi.errors import InputError
+def test_openvino_refuses_what_it_cannot_run(device, options, clash, option):
+    """The library names its parameters; the scripts print them as their options (wsi.cli.message)."""
+    from wsi.errors import ParameterError
     from wsi.model.runtime import resolve_runtime
 
-    expected = f"--runtime openvino: runs the float32 pass on the CPU only, not with {clash}"
-    with pytest.raises(InputError, match=expected):
+    with pytest.raises(ParameterError) as err:
         resolve_runtime("openvino", torch.device(device), **options)
+    assert str(err.value) == f"runtime openvino: runs the float32 pass on the CPU only, not with {clash}"
+    assert err.value.as_option() == f"--runtime openvino: runs the float32 pass on the CPU only, not with {option}"
 
 
 def test_cli_refuses_openvino_with_amp_in_one_line(demo_slide, tmp_path, capsys):

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from wsi.constants import DEFAULT_MAP_LEVEL
-from wsi.errors import ArrayFileError, InputError
+from wsi.errors import ArrayFileError, ParameterError
 from wsi.fileio import atomic_open, npy_path, save_npy
 
 SIDECAR_FORMAT = "ncrf-array-1"
@@ -223,13 +223,13 @@ def cell_size(info, level, where):
     if info is None:
         level = DEFAULT_MAP_LEVEL if level is None else int(level)
         if level < 0:
-            raise InputError(f"--level must be at least 0, got {level}")
+            raise ParameterError(f"{{level}} must be at least 0, got {level}")
         return float(2 ** level)
     if level is not None:
         agrees = level == info.level if info.level is not None else float(2 ** level) == info.stride
         if not agrees:
-            raise InputError(f"{where}: --level {level} disagrees with {sidecar_path(where).name} "
-                             f"({info.describe()}); drop --level or give the level the array was made at")
+            raise ParameterError(f"{where}: {{level}} {level} disagrees with {sidecar_path(where).name} "
+                                 f"({info.describe()}); drop {{level}} or give the level the array was made at")
     return info.stride
 
 

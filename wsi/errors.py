@@ -8,12 +8,14 @@ all of them, or a narrow class, several of which carry their fields (:class:`Lev
 :class:`RegionReadError`, :class:`OutputError`).
 """
 
+import re
+
 __all__ = [
-    "WSIError", "InputError", "OutputError",
+    "WSIError", "InputError", "ParameterError", "OutputError",
     "SlideError", "SlideNotFoundError", "NotAFileError", "NotAFolderError", "UnsupportedSlideError", "LevelError",
-    "RegionReadError", "AnnotationError", "CoordsError", "SamplingError", "DatasetError", "ConfigError",
-    "GeometryError", "ArrayFileError", "CheckpointError", "RuntimeUnavailable", "ReadFailed", "DetectionsError",
-    "FROCError", "SlideLabelsError",
+    "RegionReadError", "AnnotationError", "AnnotationMissingError", "CoordsError", "SamplingError", "DatasetError",
+    "ConfigError", "GeometryError", "ArrayFileError", "CheckpointError", "RuntimeUnavailable", "ReadFailed",
+    "DetectionsError", "FROCError", "SlideLabelsError",
 ]
 
 
@@ -23,6 +25,34 @@ class WSIError(Exception):
 
 class InputError(WSIError, ValueError):
     """A file or argument given by the user is malformed; the message names it and says why."""
+
+
+class ParameterError(InputError):
+    """A value given for a parameter that cannot be used; the message names the parameter, not a CLI flag.
+
+    ``template`` is the message with each parameter name in braces (``"{radius} must be at least 1, got 0"``): a
+    library caller reads the names as written (``radius must be at least 1, got 0``), the command-line scripts,
+    whose options are the parameters' names, print them as options (``--radius must ...``; :meth:`as_option`).
+    ``aliases`` words a name for library callers where its option has no parameter of that name
+    (``{"eager_cnn": "optimize=False"}``).
+    """
+
+    def __init__(self, template, aliases=None):
+        self.template, self.aliases = str(template), dict(aliases or {})
+        super().__init__(self._render(lambda name: self.aliases.get(name, name)))
+
+    def __reduce__(self):  # rebuildable from its fields when it crosses a process boundary
+        return type(self), (self.template, self.aliases)
+
+    def __str__(self):
+        return self._render(lambda name: self.aliases.get(name, name))
+
+    def as_option(self):
+        """The message as the command-line scripts print it: each parameter as ``--name``."""
+        return self._render(lambda name: f"--{name}")
+
+    def _render(self, word):
+        return re.sub(r"\{([A-Za-z_]\w*)\}", lambda match: word(match[1]), self.template)
 
 
 class OutputError(WSIError, OSError):
@@ -88,6 +118,11 @@ class RegionReadError(SlideError):
 # Annotations (wsi.data.annotation) ------------------------------------------------------------------------------------
 class AnnotationError(InputError):
     """An annotation file (JSON or XML) that cannot be used; the message names the file and the problem."""
+
+
+class AnnotationMissingError(AnnotationError, ParameterError):
+    """Slides without an annotation JSON where only ``Normal_*`` slides may lack one; its hint names the
+    ``assume_normal`` parameter (``--assume_normal`` in the scripts)."""
 
 
 # Coordinate lists (wsi.data.coords) -----------------------------------------------------------------------------------

@@ -216,7 +216,7 @@ def fast_mode_problem(geometry, grid, eight_avg=False):
     if any(off - offsets[0] != k * grid.patch_size for k, off in enumerate(offsets)) or offsets[0] < 0:
         return f"crops of {grid.crop_size} are not evenly spaced in cells of {grid.patch_size}"
     if eight_avg and (grid.patch_size - grid.crop_size) % 2:
-        return (f"with --eight_avg, patch_size − crop_size = {grid.patch_size - grid.crop_size} must be even "
+        return (f"with eight_avg, patch_size − crop_size = {grid.patch_size - grid.crop_size} must be even "
                 "(crops centred in their cells)")
     return None
 

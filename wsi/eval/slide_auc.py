@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import mannwhitneyu
 
-from wsi.errors import InputError, SlideLabelsError
+from wsi.errors import InputError, ParameterError, SlideLabelsError
 from wsi.arrays import load_array
 from wsi.fileio import atomic_open, read_text_lines
 
@@ -70,7 +70,7 @@ def slide_score(probs_map, score="max", k=100):
         return float(values.max())
     if score == "topk":
         if k < 1:
-            raise InputError(f"--k must be at least 1, got {k}")
+            raise ParameterError(f"{{k}} must be at least 1, got {k}")
         flat = np.asarray(values, dtype=np.float64).ravel()
         k = min(int(k), flat.size)
         return float(np.partition(flat, flat.size - k)[flat.size - k:].mean())

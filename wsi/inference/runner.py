@@ -20,7 +20,7 @@ from wsi.config import load_config
 from wsi.data.slide import SlideError, list_slides, names_many_slides, open_slide
 from wsi.data.tissue import load_tissue_mask
 from wsi.device import resolve_device
-from wsi.errors import InputError
+from wsi.errors import InputError, ParameterError
 from wsi.fileio import check_writable, is_complete_npy, npy_header, npy_path, remove_stale_temporaries
 from wsi.geometry import GridSpec, fast_mode_problem, mask_geometry
 from wsi.inference.common import InferenceStats
@@ -126,9 +126,9 @@ def parse_shard(text):
     try:
         k, n = (int(v) for v in str(text).split("/"))
     except ValueError:
-        raise InputError(f"--shard {text!r}: expected K/N, e.g. 0/4 (shards are numbered from 0)") from None
+        raise ParameterError(f"{{shard}} {text!r}: expected K/N, e.g. 0/4 (shards are numbered from 0)") from None
     if n < 1 or not 0 <= k < n:
-        raise InputError(f"--shard {text}: need 0 <= K < N (shards are numbered from 0)")
+        raise ParameterError(f"{{shard}} {text}: need 0 <= K < N (shards are numbered from 0)")
     return k, n
 
 
@@ -210,11 +210,11 @@ def run_probs_maps(wsi, ckpt, cfg_path, mask, npy, *, mode="fast", device=None, 
     fast_patches = CPU_FAST_PATCHES if batch_size is None and device.type == "cpu" else None
     batch_size = batch_size or cfg["batch_size"] * 2
     if batch_size < 1:
-        raise InputError(f"--batch_size {batch_size}: must be at least 1")
+        raise ParameterError(f"{{batch_size}} {batch_size}: must be at least 1")
     if num_workers < 0:
-        raise InputError(f"--num_workers {num_workers}: must be at least 0")
+        raise ParameterError(f"{{num_workers}} {num_workers}: must be at least 0")
     if threads is not None and threads < 1:
-        raise InputError(f"--threads {threads}: must be at least 1")
+        raise ParameterError(f"{{threads}} {threads}: must be at least 1")
     many = names_many_slides(wsi)
     jobs = plan_jobs(wsi, mask, npy)
     shard = shard or shard_from_env()

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from wsi.constants import RUNTIMES
-from wsi.errors import InputError, RuntimeUnavailable
+from wsi.errors import InputError, ParameterError, RuntimeUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def import_openvino():
 
     OpenVINO reports usage to Google Analytics from ``import openvino`` on, unless the user opted out in a file
     under ``$HOME``; its only other switch is the CI variables (``CI``, ``TF_BUILD``, ``JENKINS_URL``), read
-    once per session. A pathology tool that runs on clinical data should not talk to the network, and should not
+    when its telemetry starts. A pathology tool that runs on clinical data should not talk to the network, and should not
     write into the user's home, so the telemetry package is kept out of the process: ``None`` in
     ``sys.modules`` makes its import raise ``ImportError``, and OpenVINO then uses its own no-op stub. The
     guarantee is checked, not assumed, in either import order: when the real package is (or becomes) loaded in
@@ -65,22 +65,26 @@ def _one_line(err):
 def resolve_runtime(runtime, device, *, amp=False, compile=False, optimize=True):
     """The runtime a pass on ``device`` uses: ``auto`` is OpenVINO on a CPU (float32) when installed, else torch.
 
-    torch is what runs on CUDA, with ``--amp`` (bfloat16 autocast), ``--compile`` and ``--eager_cnn``; naming a
-    CPU runtime together with any of them, or on a GPU, or when the package is missing, is an :class:`InputError`.
+    torch is what runs on CUDA, with ``amp`` (bfloat16 autocast), ``compile`` and ``optimize=False`` (the model as
+    loaded); naming a CPU runtime together with any of them, or on a GPU, or when the package is missing, is a
+    :class:`~wsi.errors.ParameterError`. ``auto`` picks OpenVINO when it is installed; whether it can run is only
+    known when it converts (:func:`runtime_embed`; the caller then falls back).
     """
     if runtime not in RUNTIMES:
-        raise InputError(f"--runtime {runtime}: not one of {', '.join(RUNTIMES)}")
+        raise ParameterError(f"{{runtime}} {runtime}: not one of {', '.join(RUNTIMES)}")
     if runtime == "auto":
         if device.type == "cpu" and optimize and not (amp or compile) and _available("openvino"):
             return "openvino"
         return "torch"
     if runtime != "torch":
-        clash = (f"device {device}" if device.type != "cpu" else "--amp" if amp else "--compile" if compile
-                 else "--eager_cnn" if not optimize else None)
+        clash = (f"device {device}" if device.type != "cpu" else "{amp}" if amp else "{compile}" if compile
+                 else "{eager_cnn}" if not optimize else None)
         if clash:
-            raise InputError(f"--runtime {runtime}: runs the float32 pass on the CPU only, not with {clash}")
+            raise ParameterError(f"{{runtime}} {runtime}: runs the float32 pass on the CPU only, not with {clash}",
+                                 aliases={"eager_cnn": "optimize=False"})
         if not _available(runtime):
-            raise InputError(f"--runtime {runtime}: the package is not installed (pip install {runtime})")
+            raise ParameterError(f"{{runtime}} {runtime}: the package is not installed "
+                                 f"(pip install \".[{runtime}]\")")
     return runtime
 
 
