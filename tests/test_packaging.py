@@ -94,10 +94,10 @@ def test_a_console_script_runs_from_outside_the_repository(tmp_path):
     command = shutil.which("ncrf-nms", path=str(Path(sys.executable).parent))
     assert command, "ncrf-nms is not beside the interpreter: is the package installed in this environment?"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    probs = np.zeros((20, 12))
-    probs[5, 4], probs[15, 9] = 0.9, 0.7
+    probs = np.zeros((40, 30))
+    probs[5, 4], probs[30, 25] = 0.9, 0.7  # farther apart than nms.py's default radius (12 cells)
     np.save(tmp_path / "map.npy", probs)
-    expected = ["0.90000,352,288", "0.70000,992,608"]
+    expected = ["0.90000,352,288", "0.70000,1952,1632"]
     for number, argv in enumerate(([command], [sys.executable, str(ROOT / "wsi" / "bin" / "nms.py")],
                                    [sys.executable, "-m", "wsi.bin.nms"])):
         done = subprocess.run([*argv, "map.npy", f"out{number}.csv", "--level", "6"], cwd=tmp_path, env=env,
