@@ -11,10 +11,7 @@ annotation of the same size (the cost of writing the pyramid itself), all measur
 Needs ../shared/ncrf-reference/jsons (or ``--json_dir``). 97792 × 221184 is the size of the Radboudumc
 Camelyon16 slides (the larger of the two centres); the annotations' extents fit inside it.
 """
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
 import math

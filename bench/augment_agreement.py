@@ -10,11 +10,7 @@ largest and mean absolute grey-level difference of the crops.
     python bench/augment_agreement.py --grids 300                  # demo size on the CPU
     python bench/augment_agreement.py --size paper --grids 100 --device cuda
 """
-import sys
 from pathlib import Path
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
 import json

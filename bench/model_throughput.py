@@ -11,10 +11,6 @@ measured in the same run.
 """
 
 import sys
-from pathlib import Path
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
 import copy

@@ -6,9 +6,10 @@ reader, one ``crop``² patch centred on each tissue position of the mask (MONAI'
 torchvision ResNet-18 in eval mode, float32, eager, ``monai.data.DataLoader`` (batch 32, 2 workers): one CNN pass
 per position, no CRF. The only change to MONAI is that its dataset takes our tissue mask instead of computing an
 Otsu one, so both runs see the same positions. Ours is ``python wsi/bin/probs_map.py`` with its defaults (fast
-mode, the CRF, the network with BatchNorm folded, on OpenVINO on a CPU), once per ``--runtimes`` value (default:
-``auto`` and ``torch``, PyTorch's folded channels_last pass), a randomly initialised ResNet-18 + CRF
-checkpoint; and the faithful mode (``--mode faithful``'s algorithm) on a sample of positions, in this process, for
+mode, the CRF, the network with BatchNorm folded), once per install: ``pip install .`` runs PyTorch's folded
+channels_last pass (``--runtime torch``), ``pip install .[openvino]`` runs the backbone on OpenVINO (``--runtime
+openvino``, what ``auto`` picks on a CPU with the extra); both in this one run when the extra is installed
+(``--runtimes`` chooses), a randomly initialised ResNet-18 + CRF checkpoint; and the faithful mode (``--mode faithful``'s algorithm) on a sample of positions, in this process, for
 its speed and the largest difference to the fast map.
 
 Each run is one child process; printed per slide, measured in this one run on this CPU:
@@ -21,7 +22,7 @@ Each run is one child process; printed per slide, measured in this one run on th
 Slides (synthetic JPEG pyramids with an H&E-like texture, level-6 masks, the paper's 768/256/224 with the CRF):
 3072² with a disc of ~1 300 tissue positions (border-heavy: 1.6 passes per position), 8192² with a disc of
 ``--big_radius`` (default 32, ~3 200 positions). ``--quick``: one 1024² slide at the demo grid (192/64/48) for a
-test. Needs ``pip install -r requirements-bench.txt`` (MONAI).
+test. Needs the bench extra (MONAI): ``pip install -e .[bench,openvino]`` (or ``.[dev]``) for both rows.
 
     python bench/peer_bench.py            # ~10 min on 2 cores
     python bench/peer_bench.py --quick    # seconds
@@ -30,10 +31,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if __package__ in (None, ""):
-    sys.path.insert(0, str(ROOT))
-
 import argparse  # noqa: E402
+import importlib.util  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
@@ -49,6 +48,9 @@ from wsi.constants import RUNTIMES  # noqa: E402
 PAPER, DEMO = (768, 256, 224), (192, 64, 48)
 LEVEL = 6
 MONAI_BATCH, MONAI_WORKERS = 32, 2
+#: The install each --runtime value stands for in the table.
+INSTALLS = {"torch": "pip install . (PyTorch's pass)", "openvino": "pip install .[openvino] (OpenVINO)",
+            "auto": "--runtime auto"}
 
 
 # The MONAI run (a child process) ------------------------------------------------------------------------------
@@ -194,7 +196,7 @@ def run_faithful_sample(slide, mask_path, cfg_path, ckpt, fast_map, sample_size)
     model = load_model(ckpt, cfg, torch.device("cpu"), source_cfg=str(cfg_path))
     out = {}
     runtime = resolve_runtime("auto", torch.device("cpu"))  # what --mode faithful runs by default
-    default = inference_model(model, runtime=runtime, crop=cfg["crop_size"])
+    default = inference_model(model, runtime=runtime, crop=cfg["crop_size"], fallback=True)
     for name, net in (("eager", model), ("default", default)):
         stats = InferenceStats()
         start = time.perf_counter()
@@ -236,7 +238,7 @@ def print_table(size, grid, rows):
           f"MONAI | CNN passes/position | max diff to faithful |")
     print("|---|---|---|---|---|---|---|---|---|")
     runs = [("MONAI MaskedPatchWSIDataset + ResNet-18 (no CRF)", monai)]
-    runs += [(f"probs_map.py --mode fast (CRF){name[4:]}", row) for name, row in rows.items()
+    runs += [(f"probs_map.py --mode fast (CRF), {INSTALLS[name.split()[-1]]}", row) for name, row in rows.items()
              if name.startswith("ours --runtime")]
     for name, row in runs:
         diff = "-"
@@ -266,9 +268,12 @@ def main(argv=None):
     parser.add_argument("--big_radius", type=float, default=32, help="disc radius on the 8192² slide")
     parser.add_argument("--faithful_positions", type=int, default=24)
     parser.add_argument("--skip_big", action="store_true", help="only the 3072² slide")
-    parser.add_argument("--runtimes", nargs="+", default=["auto", "torch"], choices=RUNTIMES,
-                        help="probs_map.py --runtime values, one run each (default: auto torch, i.e. the default "
-                             "and PyTorch's own pass); the first is compared with the faithful mode")
+    both = importlib.util.find_spec("openvino") is not None
+    parser.add_argument("--runtimes", nargs="+", default=["openvino", "torch"] if both else ["torch"],
+                        choices=RUNTIMES,
+                        help="probs_map.py --runtime values, one run each (default: openvino torch when the openvino "
+                             "extra is installed, i.e. both installs, else torch); the first is compared with the "
+                             "faithful mode")
     parser.add_argument("--_monai_child", nargs=4, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--_monai_device", default="cpu", help=argparse.SUPPRESS)
     parser.add_argument("--_monai_workers", type=int, default=MONAI_WORKERS, help=argparse.SUPPRESS)

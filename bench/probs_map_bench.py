@@ -31,8 +31,6 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from scipy import ndimage  # noqa: E402
@@ -180,7 +178,7 @@ def memory_child(slide_path, level, num_workers, device):
     stats = InferenceStats()
     # The network probs_map.py runs by default on this device (OpenVINO on a CPU when installed).
     runtime = resolve_runtime("auto", torch.device(device))
-    net = inference_model(make_model().to(device), runtime=runtime, crop=grid.crop_size)
+    net = inference_model(make_model().to(device), runtime=runtime, crop=grid.crop_size, fallback=True)
     fast_probs_map(net, slide_path, mask, grid, geometry, num_workers=num_workers, progress=False, stats=stats)
     print(f"{peak_rss_mib():.0f} {stats.positions} {stats.regions_read}")
 

@@ -9,11 +9,7 @@ machine affects both alike. Printed per run: wall seconds, positions/s, the frac
     python bench/reader_overlap_bench.py                       # demo grid, radius 25, threads 0 vs 5
     python bench/reader_overlap_bench.py --configs 224 --radius 12
 """
-import sys
 from pathlib import Path
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
 import os  # noqa: E402

@@ -24,11 +24,7 @@ it, and the fixture would fit in it whole). Sizes: ``demo`` (image 192, patch 64
     python bench/train_throughput.py                              # demo size, all sections on the CPU
     python bench/train_throughput.py --quick                      # seconds: what the test runs
 """
-import sys
 from pathlib import Path
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
 import json

@@ -157,4 +157,4 @@ for tag in "${MODELS[@]}"; do
     stage "12_export_$tag" env PROBS_DIR="$D/probs/$tag" CSV_DIR="$D/csv/$tag" WSI_DIR="$D/test" \
         EXPORT_DIR="$D/export/$tag" FORMATS="png geojson" bash "$SCRIPTS/12_export.sh"
 done
-"$PYTHON" "$SCRIPTS/demo_report.py" "$D" "$TIMINGS" "${MODELS[@]}" | tee "$D/results/summary$SUFFIX.txt"
+PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" "$SCRIPTS/demo_report.py" "$D" "$TIMINGS" "${MODELS[@]}" | tee "$D/results/summary$SUFFIX.txt"

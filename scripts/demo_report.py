@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from sklearn.metrics import roc_auc_score
+from wsi.eval.slide_auc import roc_auc
 
 NAMES = {"crf": "NCRF (ResNet-18 + CRF)", "base": "ResNet-18 baseline"}
 
@@ -23,7 +23,7 @@ def slide_auc(path):
     labels = [row["label"] == "Tumor" for row in rows]
     if len(set(labels)) < 2:
         return None
-    return roc_auc_score(labels, [float(row["score"]) for row in rows])
+    return roc_auc(labels, [float(row["score"]) for row in rows])
 
 
 def main(argv):

@@ -1,11 +1,20 @@
 """Shared test helpers: paths to the fixtures and to the reference data beside the project."""
 
+import importlib.metadata
 import os
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# The scripts that tests run as processes (`python wsi/bin/X.py`, the stage scripts, the benches) import the
+# installed package, as they do after the README's install command. In an environment where it is not installed
+# (a checkout used in place), the repository root goes on their path instead.
+try:
+    importlib.metadata.distribution("ncrf")
+except importlib.metadata.PackageNotFoundError:
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 DATA = Path(__file__).resolve().parent / "data"
 # The original's data files shipped in the repository (the design card's layout): its 268 annotation JSONs and its
 # two validation coordinate lists, each folder with a MANIFEST.tsv of the original's git blob SHA-1s.

@@ -6,6 +6,7 @@ existence, format and sane values (not for accuracy: that is the full demo's job
 """
 
 import csv
+import importlib.util
 import json
 import os
 import shutil
@@ -51,7 +52,12 @@ def run_script(args, env_vars, cwd):
 def demo(tmp_path_factory):
     """One tiny demo run; returns (demo folder, completed process)."""
     out = tmp_path_factory.mktemp("demo") / "out"
-    proc = run_script([str(ROOT / "scripts" / "demo.sh")], {**TINY, "DEMO_DIR": str(out)}, cwd=ROOT)
+    # Under the network guard, with a fresh $HOME (test_the_demo_opens_no_connection_and_leaves_no_telemetry_state).
+    guarded = {"PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "network_guard"), str(ROOT)]),
+               "NETWORK_GUARD_LOG": str(out.parent / "network.log"), "HOME": str(out.parent / "home"),
+               "CI": "", "TF_BUILD": "", "JENKINS_URL": ""}
+    (out.parent / "home").mkdir()
+    proc = run_script([str(ROOT / "scripts" / "demo.sh")], {**TINY, "DEMO_DIR": str(out), **guarded}, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
     return out, proc
 
@@ -253,3 +259,18 @@ def test_lymphoid_follicles_are_dark_normal_tissue(tmp_path):
             # darker than tumour at level 0 (nuclei drawn) and level 2 (the textures' average colours)
             for level, size in ((0, 64), (2, 16)):
                 assert mean_rgb(slide, *xy, level, size) < mean_rgb(slide, *tumour_xy, level, size)
+
+
+def test_the_demo_opens_no_connection_and_leaves_no_telemetry_state(demo):
+    """Every stage of the CPU default path (OpenVINO's pass where the extra is installed) ran under the network
+    guard (tests/network_guard: any AF_INET/AF_INET6 connect or send, or a host-name lookup, ends the process
+    and is logged) with a fresh $HOME: nothing was attempted, and no telemetry state (OpenVINO keeps its consent,
+    client id and counters under ~/intel) appeared there."""
+    out, proc = demo
+    runtime = "openvino" if importlib.util.find_spec("openvino") else "channels_last"
+    logs = sorted((out / "logs").glob("07_probs_map_*"))
+    assert logs and all(f"CNN: BatchNorm folded, {runtime}" in log.read_text() for log in logs)
+    assert not (out.parent / "network.log").exists(), (out.parent / "network.log").read_text()
+    assert "network guard" not in proc.stderr
+    home = out.parent / "home"
+    assert not [p for p in home.rglob("*") if "intel" in p.parts or "telemetry" in p.name.lower()]

@@ -95,3 +95,29 @@ def test_missing_map_single_class_and_bad_map(case, capsys):
     err = capsys.readouterr().err
     assert "Test_002.npy: the probability map holds 9 non-finite values" in err and err.count("\n") == 1
     assert not scores.exists()
+
+
+# ROC AUCs computed once with scikit-learn 1.x's roc_auc_score (no longer a dependency) and stored: labels and
+# scores drawn by numpy's default_rng(seed); scores on `levels` values, so the small cases are full of ties.
+STORED_AUC = [(0, 12, 4, 0.5555555555555556), (1, 40, 10, 0.4090909090909091), (2, 97, 1000, 0.5627659574468085),
+              (3, 7, 2, 0.8333333333333333)]
+
+
+@pytest.mark.parametrize("seed, n, levels, expected", STORED_AUC)
+def test_roc_auc_matches_the_stored_values(seed, n, levels, expected):
+    from wsi.eval.slide_auc import roc_auc
+
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    scores = rng.integers(0, levels, n) / levels
+    assert roc_auc(labels, scores) == pytest.approx(expected, abs=1e-12)
+
+
+def test_roc_auc_counts_ties_as_half_and_needs_both_classes():
+    from wsi.eval.slide_auc import roc_auc
+
+    assert roc_auc([1, 0], [0.5, 0.5]) == 0.5
+    assert roc_auc([1, 1, 0, 0], [0.9, 0.5, 0.5, 0.1]) == 0.875  # 3 ordered pairs + one tie, of 4
+    assert roc_auc([0, 1, 1], [0.2, 0.1, 0.3]) == 0.5
+    with pytest.raises(ValueError, match="both classes"):
+        roc_auc([1, 1], [0.2, 0.3])

@@ -24,8 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from wsi.constants import DEFAULT_MAP_LEVEL
-from wsi.errors import InputError
-from wsi.errors import OutputError
+from wsi.errors import ArrayFileError, InputError, OutputError, ParameterError
 from wsi.fileio import atomic_open, npy_path, save_npy
 from wsi.geometry import _fits as fits_stride
 
@@ -33,10 +32,6 @@ SIDECAR_FORMAT = "ncrf-array-1"
 KINDS = ("tissue_mask", "probs_map")
 #: The sidecar kind of each ``what`` that :func:`load_array` is asked for.
 _KIND_OF = {"tissue mask": "tissue_mask", "probability map": "probs_map"}
-
-
-class ArrayFileError(InputError):
-    """A mask or map file (or its sidecar) that cannot be used; the message names the file and the problem."""
 
 
 @dataclass(frozen=True)
@@ -315,13 +310,13 @@ def cell_size(info, level, where):
     if info is None:
         level = DEFAULT_MAP_LEVEL if level is None else int(level)
         if level < 0:
-            raise InputError(f"--level must be at least 0, got {level}")
+            raise ParameterError(f"{{level}} must be at least 0, got {level}")
         return float(2 ** level)
     if level is not None:
         agrees = level == info.level if info.level is not None else float(2 ** level) == info.stride
         if not agrees:
-            raise InputError(f"{where}: --level {level} disagrees with {sidecar_path(where).name} "
-                             f"({info.describe()}); drop --level or give the level the array was made at")
+            raise ParameterError(f"{where}: {{level}} {level} disagrees with {sidecar_path(where).name} "
+                                 f"({info.describe()}); drop {{level}} or give the level the array was made at")
     return info.stride
 
 

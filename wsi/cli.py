@@ -17,7 +17,7 @@ import sys
 import threading
 from pathlib import Path
 
-from wsi.errors import OutputError, WSIError
+from wsi.errors import OutputError, ParameterError, WSIError
 from wsi.fileio import check_not_inputs, check_writable
 
 LOG_FORMAT = "%(asctime)s, %(message)s"
@@ -87,6 +87,12 @@ def program_name(run=None):
     return prog
 
 
+def message(err):
+    """The one line a script prints for ``err``: a :class:`~wsi.errors.ParameterError` names its parameters as the
+    script's options (``--radius``), the library's own messages name parameters as they are called."""
+    return err.as_option() if isinstance(err, ParameterError) else str(err)
+
+
 def for_each_input(items, work, *, what, empty):
     """Call ``work(item)`` for every item of a folder mode, going on after an item that fails.
 
@@ -107,7 +113,7 @@ def for_each_input(items, work, *, what, empty):
         try:
             work(item)
         except WSIError as err:
-            print(f"{program_name()}: error: {err}", file=sys.stderr)
+            print(f"{program_name()}: error: {message(err)}", file=sys.stderr)
             failed.append(item)
     if failed:
         logging.getLogger(__name__).warning("%d of %d %s failed: %s", len(failed), len(items), what,
@@ -130,7 +136,7 @@ def run_command(run, args, prog=None):
         with _sigterm_raises():
             status = run(args)
     except WSIError as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {message(err)}", file=sys.stderr)
         return 2
     except OSError as err:
         name = err.filename if err.filename is not None else "?"

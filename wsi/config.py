@@ -37,7 +37,7 @@ import json
 from pathlib import Path
 
 from wsi.constants import DEFAULT_LABEL_MODE, LABEL_MODES, MODEL_NAMES
-from wsi.errors import InputError
+from wsi.errors import ConfigError
 from wsi.geometry import GeometryError, GridSpec
 from wsi.fileio import atomic_open
 
@@ -74,10 +74,6 @@ OPTIONAL_KEYS = {
 
 
 _TYPE_NAMES = {str: "a string", bool: "true or false", int: "an integer", float: "a number"}
-
-
-class ConfigError(InputError):
-    """A config that cannot be used; the message names the file and the key."""
 
 
 def _check_type(path, key, value, kind):

@@ -4,7 +4,7 @@ import os
 
 import torch
 
-from wsi.errors import InputError
+from wsi.errors import ParameterError
 
 
 def default_device():
@@ -21,7 +21,7 @@ def resolve_device(device=None):
     try:
         device = torch.device(device)
     except (RuntimeError, ValueError) as err:
-        raise InputError(f"--device {device!r}: not a torch device ({str(err).splitlines()[0]})") from None
+        raise ParameterError(f"{{device}} {device!r}: not a torch device ({str(err).splitlines()[0]})") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
+        raise ParameterError(f"{{device}} {device}: CUDA is not available on this machine (use {{device}} cpu)")
     return device

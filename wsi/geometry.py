@@ -21,11 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from wsi.errors import InputError
-
-
-class GeometryError(InputError):
-    """A mask that does not fit its slide, or a config whose grid cannot be cut; the message gives the numbers."""
+from wsi.errors import GeometryError
 
 
 #: Level-0 pixels per cell of the original's tissue masks and maps (level 6 of a Camelyon16 2× pyramid).
@@ -236,7 +232,7 @@ def fast_mode_problem(geometry, grid, eight_avg=False):
     if any(off - offsets[0] != k * grid.patch_size for k, off in enumerate(offsets)) or offsets[0] < 0:
         return f"crops of {grid.crop_size} are not evenly spaced in cells of {grid.patch_size}"
     if eight_avg and (grid.patch_size - grid.crop_size) % 2:
-        return (f"with --eight_avg, patch_size − crop_size = {grid.patch_size - grid.crop_size} must be even "
+        return (f"with eight_avg, patch_size − crop_size = {grid.patch_size - grid.crop_size} must be even "
                 "(crops centred in their cells)")
     return None
 

@@ -9,10 +9,6 @@ sensitivity at 0.25, 0.5, 1, 2, 4 and 8 average false positives per slide and th
 the original's format (``Avg Sensivity =  <mean>``, sic). See :mod:`wsi.eval.froc` for the rules.
 """
 import sys
-from pathlib import Path
-
-if __package__ in (None, ""):  # run as `python wsi/bin/Evaluation_FROC.py`: make the repo root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import json
 

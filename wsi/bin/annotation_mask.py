@@ -12,9 +12,6 @@ tile) and atomically. Folder mode: when ANNOTATION is a folder, every ``*.xml`` 
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python wsi/bin/annotation_mask.py`: make the repo root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
 import logging
 import math
 import time

@@ -12,9 +12,6 @@ the good files are still converted, each bad one is reported on one line, and th
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python wsi/bin/camelyon16xml2json.py`: make the repo root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
 import logging
 
 from wsi.cli import ArgumentParser, check_outputs, run_command

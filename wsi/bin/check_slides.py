@@ -14,9 +14,6 @@ level, in parallel (``--workers``). The summary gives the share and the time tak
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python wsi/bin/check_slides.py`: make the repo root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
 import time
 
 from tqdm import tqdm

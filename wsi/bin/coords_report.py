@@ -12,10 +12,6 @@ labels: the cell centre inside any positive polygon. The shipped validation list
 pos_frac 0.8277; normal none inside (2 on an edge), pos_frac 0.0600, 10002 on the grid.
 """
 import sys
-from pathlib import Path
-
-if __package__ in (None, ""):  # run as `python wsi/bin/coords_report.py`: make the repo root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
 from wsi.cli import ArgumentParser, check_outputs, positive, run_command

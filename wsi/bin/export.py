@@ -14,9 +14,6 @@ Subcommands:
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python wsi/bin/export.py`: make the repo root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
 
 from wsi.arrays import cell_size, check_made_from, load_array, sidecar_path
 from wsi.cli import ArgumentParser, check_outputs, int_in, level_index, probability, run_command

@@ -13,10 +13,6 @@ pixels; a cell is a hard negative when its most probable map pixel is at or abov
 shuffled (``--no_shuffle`` appends them at the end instead).
 """
 import sys
-from pathlib import Path
-
-if __package__ in (None, ""):  # run as `python wsi/bin/hard_negatives.py`: make the repo root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
 from tqdm import tqdm

@@ -15,9 +15,6 @@ sidecar is refused. PROBS_MAP_PATH may also be a folder of maps; COORD_PATH is t
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python wsi/bin/nms.py`: make the repo root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
 import logging
 
 from wsi.arrays import cell_size, load_array, sidecar_path

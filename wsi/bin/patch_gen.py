@@ -9,10 +9,6 @@ fails to decode are listed in ``OUT/failed.txt`` (``<i><TAB><pid>,<x>,<y><TAB><r
 written, and the exit status is 1.
 """
 import sys
-from pathlib import Path
-
-if __package__ in (None, ""):  # run as `python wsi/bin/patch_gen.py`: make the repo root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import logging
 

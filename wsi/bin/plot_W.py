@@ -12,9 +12,6 @@ opens only with ``--show``.
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python wsi/bin/plot_W.py`: make the repo root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
 import logging
 
 import numpy as np

@@ -14,9 +14,6 @@ masks ``<stem>.npy`` and NPY the output folder (one ``<stem>.npy`` per slide; ex
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python wsi/bin/probs_map.py`: make the repo root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
 import logging
 import os
 

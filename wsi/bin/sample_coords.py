@@ -12,10 +12,6 @@ in tissue outside every positive polygon (optionally ``--margin`` away), on norm
 tissue of tumour slides. Nothing is written unless every slide succeeds.
 """
 import sys
-from pathlib import Path
-
-if __package__ in (None, ""):  # run as `python wsi/bin/sample_coords.py`: make the repo root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
 from tqdm import tqdm

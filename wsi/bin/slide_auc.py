@@ -4,15 +4,11 @@
 Inputs: PROBS_MAP_DIR holds one probability map ``<slide>.npy`` per slide (``[x, y]`` arrays, as
 ``probs_map.py`` writes them); LABELS_CSV has one line ``<slide>,<Tumor|Normal|1|0>[,...]`` per slide (the
 Camelyon16 ``reference.csv`` works as it is). Output: SCORES_CSV with a header ``slide,score,label`` and one
-line per slide; the ROC AUC (scikit-learn's ``roc_auc_score``, tumour the positive class) is printed as
+line per slide; the ROC AUC (the Mann-Whitney U over the pairs, ties ½, tumour the positive class) is printed as
 ``AUC = <value>``. The slide score is the map's maximum by default (``--score topk``: the mean of the ``--k``
 highest values).
 """
 import sys
-from pathlib import Path
-
-if __package__ in (None, ""):  # run as `python wsi/bin/slide_auc.py`: make the repo root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import logging
 

@@ -11,9 +11,6 @@ ground-truth masks: grey pyramid, tumour 255, else 0, named as the FROC evaluati
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python wsi/bin/synthetic_slide.py`: make the repo root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
 import logging
 import math
 

@@ -15,9 +15,6 @@ is listed and the others are still done (exit status 1).
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python wsi/bin/tissue_mask.py`: make the repo root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
 import logging
 
 from wsi.cli import ArgumentParser, channel_value, check_outputs, for_each_input, level_index, run_command

@@ -23,9 +23,6 @@ the jitter, flips, rotations, crops and scaling batched on the training device
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python wsi/bin/train.py`: make the repo root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
 import logging
 import math
 import os

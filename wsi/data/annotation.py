@@ -17,15 +17,11 @@ from pathlib import Path
 import numpy as np
 from skimage.measure import points_in_poly
 
-from wsi.errors import InputError
+from wsi.errors import AnnotationError, AnnotationMissingError
 from wsi.fileio import atomic_open
 
 POSITIVE_GROUPS = ("Tumor", "_0", "_1")
 NEGATIVE_GROUPS = ("_2", "Exclusion")
-
-
-class AnnotationError(InputError):
-    """An annotation file (JSON or XML) that cannot be used; the message names the file and the problem."""
 
 
 class Polygon:
@@ -276,6 +272,7 @@ def load_annotations(json_dir, pids=None, *, assume_normal=False, what="slide"):
             missing.append(pid)
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
-        raise AnnotationError(f"{json_dir / (missing[0] + '.json')}: no annotation for {what} {missing[0]}{more}; "
-                              f"only Normal_* slides may lack one (or pass --assume_normal)")
+        raise AnnotationMissingError(f"{json_dir / (missing[0] + '.json')}: no annotation for {what} "
+                                     f"{missing[0]}{more}; only Normal_* slides may lack one (or pass "
+                                     f"{{assume_normal}})")
     return annotations

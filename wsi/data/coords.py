@@ -5,12 +5,8 @@ The format of the original's ``coords/*.txt`` and of ``list.txt`` in patch folde
 
 from pathlib import Path
 
-from wsi.errors import InputError
+from wsi.errors import CoordsError
 from wsi.fileio import atomic_open, read_text_lines
-
-
-class CoordsError(InputError):
-    """A malformed coordinate list; the message names the file and the line number."""
 
 
 def read_coords(path):

@@ -12,6 +12,7 @@ from wsi.data.annotation import load_annotations
 from wsi.data.coords import read_coords, write_coords
 from wsi.data.labels import is_normal
 from wsi.data.sampling import SamplingError, shuffled
+from wsi.errors import ParameterError
 
 logger = logging.getLogger(__name__)
 
@@ -19,11 +20,11 @@ HARD_STRIDE = 128  # the shipped hard negatives sit at (128·i + 64, 128·j + 64
 
 
 def check_stride(stride, cell):
-    """The map's cell size ``cell`` (level-0 pixels) as an int; :class:`SamplingError` unless ``stride`` is a
+    """The map's cell size ``cell`` (level-0 pixels) as an int; :class:`ParameterError` unless ``stride`` is a
     positive multiple of it."""
     if not float(cell).is_integer() or stride <= 0 or stride % int(cell):
-        raise SamplingError(f"--stride {stride}: must be a positive multiple of the map's cell size, {cell:g} "
-                            f"level-0 pixels")
+        raise ParameterError(f"{{stride}} {stride}: must be a positive multiple of the map's cell size, {cell:g} "
+                             f"level-0 pixels")
     return int(cell)
 
 
@@ -89,9 +90,9 @@ def add_hard_negatives(probs_path, json_path, normal_path, *, output_path=None, 
         pids = sorted(p.stem for p in probs_path.glob("*.npy"))
         if not pids:
             raise SamplingError(f"{probs_path}: no <pid>.npy probability maps")
-    for option, value in (("--max_per_slide", max_per_slide), ("--max_total", max_total)):
+    for name, value in (("max_per_slide", max_per_slide), ("max_total", max_total)):
         if value is not None and value < 0:
-            raise SamplingError(f"{option} {value}: must be >= 0")
+            raise ParameterError(f"{{{name}}} {value}: must be >= 0")
     annotations = load_annotations(json_path, pids, assume_normal=assume_normal)
     normal_path = Path(normal_path)
     existing = read_coords(normal_path) if normal_path.exists() else []

@@ -45,15 +45,11 @@ from wsi.data.labels import grid_labels
 from wsi.data.patches import check_wsi_dir, read_patch
 from wsi.data.skipping import UnreadableGrid
 from wsi.data.slide import SlideError, SlideNotFoundError, find_slide, open_slide
-from wsi.errors import InputError
+from wsi.errors import DatasetError
 from wsi.geometry import GeometryError, GridSpec
 
 #: ColorJitter(brightness, contrast, saturation, hue) of the original.
 JITTER = (64.0 / 255, 0.75, 0.25, 0.04)
-
-
-class DatasetError(InputError):
-    """A patch folder, coordinate list or annotation folder that cannot be used; the message names it."""
 
 
 class UnreadableImage(Exception):

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from wsi.data.coords import read_coords
 from wsi.data.slide import NotAFolderError, SlideError, SlideNotFoundError, find_slide, open_slide
-from wsi.errors import InputError
+from wsi.errors import InputError, ParameterError
 from wsi.fileio import atomic_open, atomic_path, remove_stale_temporaries
 
 logger = logging.getLogger(__name__)
@@ -173,7 +173,7 @@ def generate_patches(wsi_dir, coords_path, out_dir, patch_size=768, level=0, num
     """
     for name, value, minimum in (("patch_size", patch_size, 1), ("level", level, 0), ("num_process", num_process, 1)):
         if value < minimum:
-            raise InputError(f"--{name} must be at least {minimum}, got {value}")
+            raise ParameterError(f"{{{name}}} must be at least {minimum}, got {value}")
     wsi_dir = check_wsi_dir(wsi_dir)
     coords_path = Path(coords_path)
     rows = read_coords(coords_path)  # line-numbered errors for blank and malformed lines

@@ -35,14 +35,10 @@ from wsi.data.labels import IMAGE_SIZE, is_normal, is_tumour
 from wsi.data.mask import MaskRenderer
 from wsi.data.slide import find_slide, open_slide
 from wsi.data.tissue import load_tissue_mask, tissue_mask
-from wsi.errors import InputError
+from wsi.errors import ParameterError, SamplingError
 from wsi.geometry import mask_geometry
 
 logger = logging.getLogger(__name__)
-
-
-class SamplingError(InputError):
-    """Inputs of the sampling or hard-negative tools that cannot be used; the message names the file."""
 
 
 def tissue_fraction(mask, geometry, centres, image_size=IMAGE_SIZE):
@@ -218,7 +214,7 @@ def split_slides(pids, is_tumour_slide, valid_fraction=0.0, valid_pids=None, see
     if valid_pids:
         unknown = sorted(set(valid_pids) - set(pids))
         if unknown:
-            raise SamplingError(f"--valid_pids: {', '.join(unknown[:5])} not among the slides sampled")
+            raise ParameterError(f"{{valid_pids}}: {', '.join(unknown[:5])} not among the slides sampled")
         return set(valid_pids)
     if not valid_fraction:
         return set()
@@ -257,16 +253,16 @@ def sample_coords(wsi_path, json_path, out_path, *, mask_path=None, pids=None, l
     """
 
     if name == "valid" and (valid_fraction or valid_pids):
-        raise SamplingError("--name valid clashes with the validation split, which writes the *_valid.txt lists")
+        raise ParameterError("{name} valid clashes with the validation split, which writes the *_valid.txt lists")
     if not 0 <= valid_fraction < 1:
-        raise SamplingError(f"--valid_fraction {valid_fraction}: must be in [0, 1)")
+        raise ParameterError(f"{{valid_fraction}} {valid_fraction}: must be in [0, 1)")
     if not 0 <= min_tissue <= 1:
-        raise SamplingError(f"--min_tissue {min_tissue}: must be in [0, 1]")
+        raise ParameterError(f"{{min_tissue}} {min_tissue}: must be in [0, 1]")
     if margin < 0:
-        raise SamplingError(f"--margin {margin}: must be >= 0")
+        raise ParameterError(f"{{margin}} {margin}: must be >= 0")
     pids = sorted(dict.fromkeys(pids)) if pids else json_pids(json_path)
     if not pids:
-        raise SamplingError(f"{json_path}: no annotation JSONs, so no slides to sample (or give --pids)")
+        raise ParameterError(f"{json_path}: no annotation JSONs, so no slides to sample (or give {{pids}})")
     annotations = load_annotations(json_path, pids, assume_normal=assume_normal)
     slides = {pid: find_slide(wsi_path, pid) for pid in pids}
     if mask_path is not None:

@@ -4,7 +4,7 @@ A dataset item that cannot be read (a damaged tile of a slide, a PNG cut short) 
 an :class:`UnreadableGrid` instead of raising: an exception raised in a DataLoader worker reaches the main
 process wrapped in the worker's traceback. :func:`collate_grids` leaves those items out of the batch and passes
 them along, and :class:`SkippingLoader` (what ``train.py`` iterates) logs each unreadable grid once, counts the
-skips of the epoch and raises a one-line :class:`~wsi.errors.InputError` as soon as more than ``max_share`` of
+skips of the epoch and raises a one-line :class:`~wsi.errors.ParameterError` as soon as more than ``max_share`` of
 the epoch's grids have failed.
 """
 
@@ -13,7 +13,7 @@ import logging
 import torch
 from torch.utils.data import default_collate
 
-from wsi.errors import InputError
+from wsi.errors import ParameterError
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class SkippingLoader:
     """Iterate a DataLoader built with :func:`collate_grids`, yielding ``(grids, labels)`` batches.
 
     ``skipped`` is the number of grids left out of the current (or last) epoch; each unreadable grid is logged
-    once per run. More than ``max_share`` × the epoch's grids failing raises :class:`~wsi.errors.InputError`.
+    once per run. More than ``max_share`` × the epoch's grids failing raises :class:`~wsi.errors.ParameterError`.
     """
 
     def __init__(self, loader, name, max_share):
@@ -84,7 +84,7 @@ class SkippingLoader:
                     logger.warning("%s: skipped grid %d, %s: %s", self.name, item.index, item.where, item.reason)
             if self.skipped > self.max_share * size:
                 first = skipped[0] if skipped else None
-                raise InputError(f"{self.name}: {self.skipped} of {size} grids of this epoch could not be read, "
-                                 f"more than --max_failed_share {self.max_share:g}"
-                                 + (f" (last: {first.where}: {first.reason})" if first else ""))
+                raise ParameterError(f"{self.name}: {self.skipped} of {size} grids of this epoch could not be read, "
+                                     f"more than {{max_failed_share}} {self.max_share:g}"
+                                     + (f" (last: {first.where}: {first.reason})" if first else ""))
             yield data, target

@@ -16,28 +16,11 @@ import openslide
 from PIL import Image, UnidentifiedImageError
 
 from wsi.constants import SLIDE_SUFFIXES
-from wsi.errors import InputError, WSIError
+from wsi.errors import (
+    InputError, LevelError, NotAFileError, NotAFolderError, RegionReadError, SlideError, SlideNotFoundError,
+    UnsupportedSlideError,
+)
 from wsi.fileio import read_text_lines
-
-
-class SlideError(WSIError):
-    """Base class of the slide errors."""
-
-
-class SlideNotFoundError(SlideError, FileNotFoundError):
-    """The slide path does not exist."""
-
-
-class NotAFileError(SlideError, IsADirectoryError):
-    """A folder was given where a slide file is expected."""
-
-
-class NotAFolderError(SlideError, NotADirectoryError):
-    """A file was given where the folder of slides is expected."""
-
-
-class UnsupportedSlideError(SlideError):
-    """The file is not a slide OpenSlide (or PIL, for plain images) can read."""
 
 
 def truncation(path):
@@ -58,33 +41,6 @@ def truncation(path):
     if end > size:
         return f"the file is truncated: {size} bytes, but its level-0 tiles reach byte {end}"
     return ""
-
-
-class LevelError(SlideError, ValueError):
-    """A level the slide does not have; ``levels`` lists the ones it has."""
-
-    def __init__(self, path, level, levels):
-        self.path, self.level, self.levels = str(path), level, list(levels)
-        truncated = truncation(path) if level not in self.levels else ""
-        super().__init__(f"{path}: no level {level}; the slide has levels {self.levels}"
-                         + (f" ({truncated})" if truncated else ""))
-
-    def __reduce__(self):  # rebuildable from its fields in another process (DataLoader workers, pools)
-        return type(self), (self.path, self.level, self.levels)
-
-
-class RegionReadError(SlideError):
-    """A region failed to decode (a corrupt tile, a truncated download)."""
-
-    def __init__(self, path, level, location, size, reason):
-        self.path, self.level, self.location, self.size = str(path), level, tuple(location), tuple(size)
-        self.reason = str(reason)
-        super().__init__(
-            f"{path}: cannot read level {level} region at {tuple(location)} of size {tuple(size)}: {reason}"
-        )
-
-    def __reduce__(self):  # rebuildable from its fields in another process (DataLoader workers, pools)
-        return type(self), (self.path, self.level, self.location, self.size, self.reason)
 
 
 class Slide:
@@ -144,7 +100,8 @@ class Slide:
     def check_level(self, level):
         """Return ``level`` if the slide has it, else raise :class:`LevelError`."""
         if not isinstance(level, (int, np.integer)) or not 0 <= level < self.level_count:
-            raise LevelError(self.path, level, range(self.level_count))
+            # a truncated download opens with the levels before the cut: say so rather than "no level N"
+            raise LevelError(self.path, level, range(self.level_count), truncation(self.path))
         return int(level)
 
     # Pixels -------------------------------------------------------------------------------------------------

@@ -10,12 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from wsi.errors import InputError
+from wsi.errors import DetectionsError
 from wsi.fileio import atomic_open, read_text_lines
-
-
-class DetectionsError(InputError):
-    """A malformed detection CSV; the message names the file and the 1-based line."""
 
 
 def format_detection(prob, x, y):

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from wsi.data.annotation import Polygon, write_asap_xml
-from wsi.errors import InputError
+from wsi.errors import InputError, ParameterError
 from wsi.fileio import atomic_open, atomic_path, figure_format
 from wsi.memory import check_allocation
 
@@ -83,9 +83,9 @@ def slide_background(slide_path, map_shape, cell=64):
         width, height = slide.dimensions
         expected = (width / cell, height / cell)
         if abs(expected[0] - size_x) > 1 or abs(expected[1] - size_y) > 1:
-            raise InputError(f"{slide_path}: level-0 size {width}×{height} divided by {cell:g} is "
-                             f"{expected[0]:.1f}×{expected[1]:.1f}, but the probability map is {size_x}×{size_y} "
-                             f"(x × y); give the map's --level")
+            raise ParameterError(f"{slide_path}: level-0 size {width}×{height} divided by {cell:g} is "
+                                 f"{expected[0]:.1f}×{expected[1]:.1f}, but the probability map is {size_x}×{size_y} "
+                                 f"(x × y); give the map's {{level}}")
         thumbnail = slide.get_thumbnail((size_x, size_y))
     return np.asarray(thumbnail.resize((size_x, size_y), Image.Resampling.BILINEAR))
 
@@ -168,7 +168,7 @@ def tumour_contours(probs_map, threshold=0.5, cell=64):
     from skimage.measure import find_contours, points_in_poly
 
     if not 0 < threshold:
-        raise InputError(f"--threshold must be above 0, got {threshold}")
+        raise ParameterError(f"{{threshold}} must be above 0, got {threshold}")
     padded = np.pad(np.asarray(probs_map, dtype=np.float64), 1)  # zeros around: every contour closes
     outers, holes = [], []
     # find_contours on the [x, y] array returns (x index, y index) points; with positive_orientation='low'

@@ -29,7 +29,7 @@ from skimage import measure
 
 from wsi.constants import CAMELYON16_MPP, EVALUATION_MASK_LEVEL
 from wsi.data.slide import LevelError, open_slide
-from wsi.errors import InputError
+from wsi.errors import FROCError, InputError
 from wsi.eval.detections import read_detections
 from wsi.fileio import figure_format
 
@@ -39,10 +39,6 @@ L0_RESOLUTION = CAMELYON16_MPP  # µm per level-0 pixel of the Camelyon16 slides
 FP_RATES = (0.25, 0.5, 1, 2, 4, 8)
 MASK_SUFFIXES = ("", "_Mask", "_mask")
 MASK_EXTENSIONS = (".tif", ".tiff")
-
-
-class FROCError(InputError):
-    """A mask, folder or CSV the FROC cannot use; the message names the file."""
 
 
 @dataclasses.dataclass

@@ -20,7 +20,7 @@ import logging
 import numpy as np
 
 from wsi.arrays import check_array
-from wsi.errors import InputError
+from wsi.errors import ParameterError
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +60,12 @@ def nms(probs_map, level=6, radius=12, prob_thred=0.5, sigma=0.0, cell=None):
     """
     if radius < 1:
         # The original never zeroes the maximum with an empty window and loops for ever.
-        raise InputError(f"--radius must be at least 1, got {radius}")
+        raise ParameterError(f"{{radius}} must be at least 1, got {radius}")
     if prob_thred < 0:
         # Zeroed cells (0.0) would stay above a negative threshold: the original loops for ever.
-        raise InputError(f"--prob_thred must be at least 0, got {prob_thred}")
+        raise ParameterError(f"{{prob_thred}} must be at least 0, got {prob_thred}")
     if level < 0:
-        raise InputError(f"--level must be at least 0, got {level}")
+        raise ParameterError(f"{{level}} must be at least 0, got {level}")
     check_array(np.asarray(probs_map), "probability map", "probability map")
     values = smooth(probs_map, sigma)
     size_x, size_y = values.shape

@@ -10,15 +10,18 @@ Slide scores (``score=``):
 - ``max`` (default): the maximum of the probability map, the usual Camelyon16 task-1 score;
 - ``topk``: the mean of the ``k`` highest values of the map (less sensitive to one noisy cell).
 
-The AUC is :func:`sklearn.metrics.roc_auc_score` of the scores against the labels (tumour = positive class).
+The AUC (tumour = positive class) is the Mann-Whitney U of the tumour slides' scores against the normal slides'
+over the number of pairs, ``U / (n₊ · n₋)``: the fraction of (tumour, normal) pairs the scores order correctly, a
+tie counting ½ (:func:`scipy.stats.mannwhitneyu`), which is the area under the ROC curve exactly.
 """
 
 import logging
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import mannwhitneyu
 
-from wsi.errors import InputError
+from wsi.errors import InputError, ParameterError, SlideLabelsError
 from wsi.arrays import load_array
 from wsi.fileio import atomic_open, read_text_lines
 
@@ -27,10 +30,6 @@ log = logging.getLogger(__name__)
 SCORES = ("max", "topk")
 _POSITIVE = {"tumor", "tumour", "1"}
 _NEGATIVE = {"normal", "0"}
-
-
-class SlideLabelsError(InputError):
-    """A malformed labels CSV or an inconsistent set of maps and labels; the message names the file."""
 
 
 def read_slide_labels(path):
@@ -71,7 +70,7 @@ def slide_score(probs_map, score="max", k=100):
         return float(values.max())
     if score == "topk":
         if k < 1:
-            raise InputError(f"--k must be at least 1, got {k}")
+            raise ParameterError(f"{{k}} must be at least 1, got {k}")
         flat = np.asarray(values, dtype=np.float64).ravel()
         k = min(int(k), flat.size)
         return float(np.partition(flat, flat.size - k)[flat.size - k:].mean())
@@ -105,15 +104,33 @@ def score_slides(map_dir, labels, score="max", k=100, exclude=()):
     return rows
 
 
-def slide_auc(rows, where="labels"):
-    """ROC AUC of ``[(slide, score, label), ...]`` with :func:`sklearn.metrics.roc_auc_score`."""
-    from sklearn.metrics import roc_auc_score
+def roc_auc(labels, scores):
+    """ROC AUC of ``scores`` against binary ``labels`` (1 = positive): ``U / (n₊ · n₋)``, ties ½.
 
+    ``labels`` and ``scores`` are sequences of the same length holding both classes. Examples::
+
+        >>> roc_auc([1, 1, 0, 0], [0.9, 0.4, 0.5, 0.1])
+        0.75
+        >>> roc_auc([1, 0], [0.5, 0.5])
+        0.5
+    """
+    labels = np.asarray(labels, dtype=bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    positive, negative = scores[labels], scores[~labels]
+    if not positive.size or not negative.size:
+        raise ValueError("roc_auc: needs scores of both classes")
+    # U of the positives: pairs (p, n) with p > n, plus ½ per tie (scipy counts ties by mid-ranks).
+    u = mannwhitneyu(positive, negative, alternative="two-sided", method="asymptotic").statistic
+    return float(u) / (positive.size * negative.size)
+
+
+def slide_auc(rows, where="labels"):
+    """ROC AUC of ``[(slide, score, label), ...]`` (:func:`roc_auc`, tumour the positive class)."""
     labels = [label for _, _, label in rows]
     if len(set(labels)) < 2:
         kind = "tumour" if labels and labels[0] else "normal"
         raise SlideLabelsError(f"{where}: all {len(labels)} slides are {kind}; the AUC needs tumour and normal slides")
-    return float(roc_auc_score(labels, [score for _, score, _ in rows]))
+    return roc_auc(labels, [score for _, score, _ in rows])
 
 
 def write_slide_scores(path, rows):

@@ -8,7 +8,7 @@ worker's traceback in its message (or as a RuntimeError when the class cannot be
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from wsi.errors import WSIError
+from wsi.errors import ReadFailed, WSIError
 
 
 class _Failure:
@@ -16,10 +16,6 @@ class _Failure:
 
     def __init__(self, err):
         self.kind, self.message = type(err).__name__, str(err)
-
-
-class ReadFailed(WSIError):
-    """A slide region could not be read while computing a map (a corrupt tile, a truncated file)."""
 
 
 class _Guarded(Dataset):

@@ -21,7 +21,7 @@ from wsi.config import load_config
 from wsi.data.slide import SlideError, list_slides, names_many_slides, open_slide
 from wsi.data.tissue import load_tissue_mask
 from wsi.device import resolve_device
-from wsi.errors import InputError, OutputError, WSIError
+from wsi.errors import InputError, OutputError, ParameterError, WSIError
 from wsi.fileio import (check_not_inputs, check_writable, file_digest, is_complete_npy, npy_header, npy_path,
                         remove_stale_temporaries)
 from wsi.geometry import GridSpec, fast_mode_problem, mask_geometry
@@ -128,9 +128,9 @@ def parse_shard(text):
     try:
         k, n = (int(v) for v in str(text).split("/"))
     except ValueError:
-        raise InputError(f"--shard {text!r}: expected K/N, e.g. 0/4 (shards are numbered from 0)") from None
+        raise ParameterError(f"{{shard}} {text!r}: expected K/N, e.g. 0/4 (shards are numbered from 0)") from None
     if n < 1 or not 0 <= k < n:
-        raise InputError(f"--shard {text}: need 0 <= K < N (shards are numbered from 0)")
+        raise ParameterError(f"{{shard}} {text}: need 0 <= K < N (shards are numbered from 0)")
     return k, n
 
 
@@ -234,6 +234,7 @@ def run_probs_maps(wsi, ckpt, cfg_path, mask, npy, *, mode="fast", device=None, 
     many slides, a slide that cannot be read at all is listed the same way and the run goes on.
     """
     device = resolve_device(device)
+    fallback = runtime == "auto"  # auto falls back to PyTorch's pass when the CPU runtime cannot run
     runtime = resolve_runtime(runtime, device, amp=amp, compile=compile, optimize=optimize)
     cfg = load_config(cfg_path)
     grid = GridSpec.from_config(cfg, source=cfg_path)
@@ -242,11 +243,11 @@ def run_probs_maps(wsi, ckpt, cfg_path, mask, npy, *, mode="fast", device=None, 
     fast_patches = CPU_FAST_PATCHES if batch_size is None and device.type == "cpu" else None
     batch_size = batch_size or cfg["batch_size"] * 2
     if batch_size < 1:
-        raise InputError(f"--batch_size {batch_size}: must be at least 1")
+        raise ParameterError(f"{{batch_size}} {batch_size}: must be at least 1")
     if num_workers < 0:
-        raise InputError(f"--num_workers {num_workers}: must be at least 0")
+        raise ParameterError(f"{{num_workers}} {num_workers}: must be at least 0")
     if threads is not None and threads < 1:
-        raise InputError(f"--threads {threads}: must be at least 1")
+        raise ParameterError(f"{{threads}} {threads}: must be at least 1")
     many = names_many_slides(wsi)
     jobs = plan_jobs(wsi, mask, npy)
     shard = shard or shard_from_env()
@@ -287,7 +288,9 @@ def run_probs_maps(wsi, ckpt, cfg_path, mask, npy, *, mode="fast", device=None, 
     configure_backends(device, tf32=tf32, threads=threads)
     model = load_model(ckpt, cfg, device, source_cfg=str(cfg_path), trust=trust_checkpoint)
     if optimize or compile:
-        model = inference_model(model, compile=compile, runtime=runtime, crop=grid.crop_size, threads=threads)
+        model = inference_model(model, compile=compile, runtime=runtime, crop=grid.crop_size, threads=threads,
+                                fallback=fallback)
+        runtime = model.runtime
     cnn = ("as loaded (--eager_cnn)" if not (optimize or compile) else
            f"BatchNorm folded, {runtime} float32" if runtime != "torch" else
            "BatchNorm folded, channels_last" + (", torch.compile" if compile else ""))

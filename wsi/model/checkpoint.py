@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wsi.errors import WSIError
+from wsi.errors import CheckpointError, WSIError
 from wsi.fileio import atomic_path, check_not_inputs, remove_stale_temporaries
 from wsi.model.build import build_model
 
@@ -40,10 +40,6 @@ _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 _BN_COUNTER = "num_batches_tracked"
 # At most this many key names in a mismatch message, so that it stays one readable line.
 _MAX_KEYS_SHOWN = 6
-
-
-class CheckpointError(WSIError):
-    """A checkpoint that is missing, unreadable or does not fit the model; the message is one line."""
 
 
 def unwrap_model(model):

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from wsi.model.runtime import runtime_embed
+from wsi.model.runtime import RuntimeUnavailable, runtime_embed
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class _CompiledEmbed(nn.Module):
 
 
 def inference_model(model, *, fold_bn=True, channels_last=True, compile=False, runtime="torch", crop=None,
-                    threads=None):
+                    threads=None, fallback=False):
     """An eval-mode copy of ``model`` (a ResNetGrid) whose CNN pass is cheaper and gives the same numbers.
 
     Parameters
@@ -84,6 +84,9 @@ def inference_model(model, *, fold_bn=True, channels_last=True, compile=False, r
         ``torch``, or a CPU inference runtime (``openvino``) that then runs :meth:`embed` for
         ``[N, 3, crop, crop]`` patches with ``threads`` threads (:func:`wsi.model.runtime.runtime_embed`; the
         patches are then given in the ordinary layout).
+    fallback : bool
+        When the CPU runtime cannot run (:class:`~wsi.model.runtime.RuntimeUnavailable`: not importable, its
+        telemetry live, a failed conversion), log one line and use PyTorch's pass (below) instead of raising.
 
     Returns the copy, on ``model``'s device, with ``channels_last`` set as an attribute. ``embed``, ``forward``
     and ``grid_logits`` keep their signatures and shapes.
@@ -96,10 +99,16 @@ def inference_model(model, *, fold_bn=True, channels_last=True, compile=False, r
     if runtime != "torch":
         if crop is None:
             raise ValueError("inference_model: a CPU runtime needs the crop size")
-        fast.embed = runtime_embed(fast, runtime, crop, threads=threads)
-        fast.channels_last = False
-        fast.runtime = runtime
-        return fast
+        try:
+            fast.embed = runtime_embed(fast, runtime, crop, threads=threads)
+        except RuntimeUnavailable as err:
+            if not fallback:
+                raise
+            logger.warning("%s; using PyTorch's folded channels_last pass instead", err)
+        else:
+            fast.channels_last = False
+            fast.runtime = runtime
+            return fast
     fast.runtime = "torch"
     if channels_last:
         fast = fast.to(memory_format=torch.channels_last)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from wsi.constants import RUNTIMES
-from wsi.errors import InputError
+from wsi.errors import InputError, ParameterError, RuntimeUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -27,40 +27,64 @@ def _available(name):
     return importlib.util.find_spec(name) is not None
 
 
+def _telemetry_loaded():
+    """Whether the real ``openvino_telemetry`` package (or any module of it) is loaded in this process."""
+    return any(module is not None for name, module in sys.modules.items()
+               if name == "openvino_telemetry" or name.startswith("openvino_telemetry."))
+
+
 def import_openvino():
-    """``import openvino`` without its usage telemetry.
+    """``import openvino`` with its usage telemetry provably off, or :class:`RuntimeUnavailable`.
 
-    OpenVINO's model-conversion package reports usage to Intel unless the user has opted out (``openvino-telemetry``
-    is opt-out); a pathology tool that runs on clinical data should not talk to the network, so the telemetry
-    package is hidden from it, which makes OpenVINO use its own no-op stub. (A process that imported OpenVINO
-    before keeps whatever it set up.)
+    OpenVINO reports usage to Google Analytics from ``import openvino`` on, unless the user opted out in a file
+    under ``$HOME``; its only other switch is the CI variables (``CI``, ``TF_BUILD``, ``JENKINS_URL``), read
+    when its telemetry starts. A pathology tool that runs on clinical data should not talk to the network, and should not
+    write into the user's home, so the telemetry package is kept out of the process: ``None`` in
+    ``sys.modules`` makes its import raise ``ImportError``, and OpenVINO then uses its own no-op stub. The
+    guarantee is checked, not assumed, in either import order: when the real package is (or becomes) loaded in
+    this process, because something imported OpenVINO before us, OpenVINO is refused and nothing of it runs here.
     """
-    if "openvino" not in sys.modules:
-        sys.modules.setdefault("openvino_telemetry", None)  # None in sys.modules: its import raises ImportError
-    import openvino
-
+    if _telemetry_loaded():
+        raise RuntimeUnavailable("openvino: imported earlier in this process with its usage telemetry live; "
+                                 "not used")
+    sys.modules.setdefault("openvino_telemetry", None)  # None in sys.modules: its import raises ImportError
+    try:
+        import openvino
+    except Exception as err:  # not installed, or a broken install (a missing shared library, ...)
+        raise RuntimeUnavailable(f"openvino: cannot be imported ({_one_line(err)})") from None
+    if _telemetry_loaded():
+        raise RuntimeUnavailable("openvino: its usage telemetry was loaded despite being hidden; not used")
     return openvino
+
+
+def _one_line(err):
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
 def resolve_runtime(runtime, device, *, amp=False, compile=False, optimize=True):
     """The runtime a pass on ``device`` uses: ``auto`` is OpenVINO on a CPU (float32) when installed, else torch.
 
-    torch is what runs on CUDA, with ``--amp`` (bfloat16 autocast), ``--compile`` and ``--eager_cnn``; naming a
-    CPU runtime together with any of them, or on a GPU, or when the package is missing, is an :class:`InputError`.
+    torch is what runs on CUDA, with ``amp`` (bfloat16 autocast), ``compile`` and ``optimize=False`` (the model as
+    loaded); naming a CPU runtime together with any of them, or on a GPU, or when the package is missing, is a
+    :class:`~wsi.errors.ParameterError`. ``auto`` picks OpenVINO when it is installed; whether it can run is only
+    known when it converts (:func:`runtime_embed`; the caller then falls back).
     """
     if runtime not in RUNTIMES:
-        raise InputError(f"--runtime {runtime}: not one of {', '.join(RUNTIMES)}")
+        raise ParameterError(f"{{runtime}} {runtime}: not one of {', '.join(RUNTIMES)}")
     if runtime == "auto":
         if device.type == "cpu" and optimize and not (amp or compile) and _available("openvino"):
             return "openvino"
         return "torch"
     if runtime != "torch":
-        clash = (f"device {device}" if device.type != "cpu" else "--amp" if amp else "--compile" if compile
-                 else "--eager_cnn" if not optimize else None)
+        clash = (f"device {device}" if device.type != "cpu" else "{amp}" if amp else "{compile}" if compile
+                 else "{eager_cnn}" if not optimize else None)
         if clash:
-            raise InputError(f"--runtime {runtime}: runs the float32 pass on the CPU only, not with {clash}")
+            raise ParameterError(f"{{runtime}} {runtime}: runs the float32 pass on the CPU only, not with {clash}",
+                                 aliases={"eager_cnn": "optimize=False"})
         if not _available(runtime):
-            raise InputError(f"--runtime {runtime}: the package is not installed (pip install {runtime})")
+            raise ParameterError(f"{{runtime}} {runtime}: the package is not installed "
+                                 f"(pip install \".[{runtime}]\")")
     return runtime
 
 
@@ -107,7 +131,9 @@ def runtime_embed(model, runtime, crop, *, threads=None):
     CPU, any N; returns ``embed(patches) -> (feats [N, D], logits [N])`` as torch tensors.
 
     ``model`` is an eval-mode ResNetGrid on the CPU (BatchNorm already folded or not: the runtime folds it too);
-    ``threads`` defaults to torch's intra-op threads. The conversion time is logged.
+    ``threads`` defaults to torch's intra-op threads. The conversion time is logged. Raises
+    :class:`RuntimeUnavailable` (one line) when the runtime cannot be imported with its telemetry off or when any
+    step of the conversion fails (a release that moved ``convert_model``, an operator it cannot convert, ...).
     """
     if runtime != "openvino":
         raise ValueError(f"runtime_embed: no CPU runtime {runtime!r}")
@@ -115,8 +141,13 @@ def runtime_embed(model, runtime, crop, *, threads=None):
     start = time.perf_counter()
     module = _Embed(model).eval()
     example = torch.zeros(2, 3, crop, crop)
-    with torch.no_grad():
-        run = _openvino(module, example, threads)
+    import_openvino()
+    try:
+        with torch.no_grad():
+            run = _openvino(module, example, threads)
+            run(example.numpy())  # a first pass: a network that compiles but cannot run fails here, not mid-map
+    except Exception as err:
+        raise RuntimeUnavailable(f"{runtime}: the conversion failed ({_one_line(err)})") from None
     logger.info("%s: backbone converted and compiled in %.1f s (%d threads)", runtime,
                 time.perf_counter() - start, threads)
 
