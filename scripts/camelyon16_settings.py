@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from wsi.config import ConfigError, validate_config  # noqa: E402
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from wsi.constants import DEFAULT_MAP_LEVEL
-from wsi.errors import ArrayFileError, InputError, OutputError, ParameterError
+from wsi.errors import ArrayFileError, OutputError, ParameterError
 from wsi.fileio import atomic_open, npy_path, save_npy
 from wsi.geometry import _fits as fits_stride
 

@@ -8,7 +8,7 @@ with the memory available now (Linux's ``MemAvailable``; elsewhere the physical 
 
 import os
 
-from wsi.errors import InputError
+from wsi.errors import ParameterError
 
 
 def physical_memory():
@@ -38,9 +38,10 @@ def _gib(nbytes):
 def check_allocation(nbytes, what):
     """Raise :class:`~wsi.errors.InputError` when ``nbytes`` exceed the memory available now.
 
-    ``what`` says what needs them and from which option, e.g. ``"--size 100000000 100000000: the mask's tile
-    table"``.
+    ``what`` says what needs them and from which parameter, as a :class:`~wsi.errors.ParameterError` template
+    (parameter names in braces, e.g. ``"{dpi} 100000: a figure of 900000x800000 pixels"``), so that the scripts
+    name their options and library callers the parameters.
     """
     total = available_memory()
     if total is not None and nbytes > total:
-        raise InputError(f"{what} needs {_gib(nbytes)} of memory; {_gib(total)} is available")
+        raise ParameterError(f"{what} needs {_gib(nbytes)} of memory; {_gib(total)} is available")

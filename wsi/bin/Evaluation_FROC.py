@@ -9,6 +9,7 @@ sensitivity at 0.25, 0.5, 1, 2, 4 and 8 average false positives per slide and th
 the original's format (``Avg Sensivity =  <mean>``, sic). See :mod:`wsi.eval.froc` for the rules.
 """
 import sys
+from pathlib import Path
 
 import json
 

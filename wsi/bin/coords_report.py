@@ -12,6 +12,7 @@ labels: the cell centre inside any positive polygon. The shipped validation list
 pos_frac 0.8277; normal none inside (2 on an edge), pos_frac 0.0600, 10002 on the grid.
 """
 import sys
+from pathlib import Path
 
 
 from wsi.cli import ArgumentParser, check_outputs, positive, run_command

@@ -13,6 +13,7 @@ pixels; a cell is a hard negative when its most probable map pixel is at or abov
 shuffled (``--no_shuffle`` appends them at the end instead).
 """
 import sys
+from pathlib import Path
 
 
 from tqdm import tqdm

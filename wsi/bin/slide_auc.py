@@ -9,6 +9,7 @@ line per slide; the ROC AUC (the Mann-Whitney U over the pairs, ties ½, tumour 
 highest values).
 """
 import sys
+from pathlib import Path
 
 import logging
 

@@ -111,10 +111,10 @@ def write_heatmap(path, probs_map, slide_path=None, cell=64, cmap="jet", alpha=0
     if not plain:  # a --dpi or a map shape that asks for an impossible figure: one line, before any work
         sides = [round(inches * dpi) for inches in figsize]
         if max(sides) >= _AGG_MAX_SIDE:
-            raise InputError(f"--dpi {dpi}: a figure of {sides[0]}x{sides[1]} pixels is larger than matplotlib "
-                             f"draws ({_AGG_MAX_SIDE} a side); lower --dpi or use --plain")
+            raise ParameterError(f"{{dpi}} {dpi}: a figure of {sides[0]}x{sides[1]} pixels is larger than "
+                                 f"matplotlib draws ({_AGG_MAX_SIDE} a side); lower {{dpi}} or use {{plain}}")
         check_allocation(_FIGURE_BYTES_PER_PIXEL * sides[0] * sides[1],
-                         f"--dpi {dpi}: a figure of {sides[0]}x{sides[1]} pixels")
+                         f"{{dpi}} {dpi}: a figure of {sides[0]}x{sides[1]} pixels")
     background = slide_background(slide_path, probs_map.shape, cell) if slide_path else None
     image = heatmap_image(probs_map, background, cmap=cmap, alpha=alpha if background is not None else 1.0)
     if plain:

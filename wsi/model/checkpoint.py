@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wsi.errors import CheckpointError, WSIError
+from wsi.errors import CheckpointError, ParameterError
 from wsi.fileio import atomic_path, check_not_inputs, remove_stale_temporaries
 from wsi.model.build import build_model
 
@@ -138,11 +138,11 @@ def check_save_folder(save_path, cfg_path, *, resume=False, overwrite=False, rew
     """
     save_path = Path(save_path)
     if resume and overwrite:
-        raise CheckpointError("--resume continues the run in SAVE_PATH and --overwrite replaces it: give one")
+        raise ParameterError("{resume} continues the run in SAVE_PATH and {overwrite} replaces it: give one")
     found = [name for name in RUN_CHECKPOINTS if (save_path / name).exists()]
     if found and not (resume or overwrite):
-        raise CheckpointError(f"{save_path / found[0]}: SAVE_PATH holds a run; give --resume to continue it or "
-                              f"--overwrite to replace it")
+        raise ParameterError(f"{save_path / found[0]}: SAVE_PATH holds a run; give {{resume}} to continue it or "
+                             f"{{overwrite}} to replace it")
     if rewrites_cfg:
         check_not_inputs([save_path / "cfg.json"], [cfg_path])
     for path in remove_stale_temporaries(save_path):  # a run killed with kill -9 left them (keeps live runs')

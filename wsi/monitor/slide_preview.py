@@ -16,7 +16,7 @@ import numpy as np
 
 from wsi.data.slide import open_slide
 from wsi.data.tissue import tissue_mask_from_rgb
-from wsi.errors import InputError
+from wsi.errors import ParameterError
 from wsi.geometry import GridSpec, mask_geometry
 from wsi.inference import InferenceStats, compute_probs_map
 from wsi.monitor.images import heatmap, resize
@@ -74,8 +74,8 @@ class SlidePreview:
             width0, height0 = slide.dimensions
             x, y, w, h = region or (0, 0, width0, height0)
             if x + w > width0 or y + h > height0:
-                raise InputError(f"--tb_region {x},{y},{w},{h}: not inside {slide_path} ({width0}x{height0} at "
-                                 "level 0)")
+                raise ParameterError(f"{{tb_region}} {x},{y},{w},{h}: not inside {slide_path} ({width0}x{height0} "
+                                     "at level 0)")
             shape = (max(1, width0 // s), max(1, height0 // s))
             self.geometry = mask_geometry(slide.level_dimensions, slide.level_downsamples, shape,
                                           mask_name="--tb_slide's mask", slide_name=str(slide_path))
@@ -98,7 +98,7 @@ class SlidePreview:
             self.region_rgb = _read_scaled(slide, (x0 * s, y0 * s, (x1 - x0) * s, (y1 - y0) * s), view)
         self.positions = int(self.mask.sum())
         if not self.positions:
-            raise InputError(f"--tb_slide {slide_path}: no tissue in the region {x},{y},{w},{h}")
+            raise ParameterError(f"{{tb_slide}} {slide_path}: no tissue in the region {x},{y},{w},{h}")
         log = logger.warning if self.positions > LARGE_PREVIEW else logger.info
         log("--tb_slide %s: %d tissue positions (stride %d) in the region, about as many CNN passes per "
             "validation%s", slide_path, self.positions, s,
