@@ -25,7 +25,7 @@ Written: ``OUT/demo_spread.json`` (every run's numbers) and ``OUT/demo_spread.pn
 models). ``--reuse`` keeps runs whose summary exists (an interrupted grid continues).
 
     python bench/demo_spread.py               # 3 settings × seeds 0 1 2 + 1thread seed 0: 10 demos, ~30 min idle
-    python bench/demo_spread.py --quick       # tiny slides and 1-step training, default and avx2, seed 0
+    python bench/demo_spread.py --quick       # tiny slides, untrained control, default and avx2, seed 0
 """
 import sys
 from pathlib import Path
@@ -62,8 +62,10 @@ BAND = {
     "base": {"froc": 1.0, "auc": 1.0, "fps": (0, 10)},
 }
 
-#: The tiny demo of ``--quick`` (tests/test_demo.py's sizes): 2048² slides, 32-px crops, 2 training steps.
+#: The tiny demo of ``--quick`` (tests/test_demo.py's sizes: 2048² slides, 32-px crops), as the untrained control
+#: (``DEMO_UNTRAINED=1``: no training, the tests' time is short); the band test trains.
 QUICK_ENV = {
+    "DEMO_UNTRAINED": "1",
     "DEMO_SLIDE_SIZE": "2048", "DEMO_NUM_TRAIN_TUMOR": "2", "DEMO_NUM_TRAIN_NORMAL": "1",
     "DEMO_NUM_TEST_TUMOR": "1", "DEMO_NUM_TEST_NORMAL": "1", "DEMO_TUMORS_PER_SLIDE": "1",
     "DEMO_TUMOR_SIZE": "1200 1300", "DEMO_TUMOR_PER_SLIDE": "20", "DEMO_NORMAL_PER_SLIDE": "20",
@@ -88,8 +90,8 @@ def get_args_parser():
                         help="DEMO_PROBS_ARGS of every run, default '--runtime torch' (PyTorch's CPU pass)")
     parser.add_argument("--reuse", action="store_true", help="keep the runs whose results exist in OUT")
     parser.add_argument("--quick", action="store_true",
-                        help="tiny demo (2048² slides, 1 training epoch of 2 steps), settings default and avx2, "
-                             "seed 0, no single-thread run: checks the script, not the band")
+                        help="tiny demo (2048² slides, untrained control), settings default and avx2, seed 0, no "
+                             "single-thread run: checks the script, not the band")
     return parser
 
 
@@ -104,7 +106,7 @@ def grid(args):
 def run_demo(folder, setting, seed, probs_args, extra_env, reuse=False):
     """Run scripts/demo.sh into ``folder`` (its output in ``folder.log``); returns the wall time in s (None when
     reused)."""
-    if reuse and (folder / "results" / "summary.txt").exists():
+    if reuse and list((folder / "results").glob("summary*.txt")):
         return None
     env = {**os.environ, "PYTHON": os.environ.get("PYTHON", sys.executable), **extra_env, **SETTINGS[setting],
            "DEMO_DIR": str(folder), "DEMO_SEED": str(seed), "DEMO_PROBS_ARGS": probs_args}
@@ -120,15 +122,16 @@ def run_demo(folder, setting, seed, probs_args, extra_env, reuse=False):
 
 def read_run(folder, setting, seed, seconds):
     """One run's numbers: per model the demo's table row plus the validation loss and accuracy of best.ckpt (the
-    lowest validation loss of the run)."""
+    lowest validation loss of the run; None for the untrained control)."""
     row = {"run": folder.name, "setting": setting, "seed": seed, "seconds": seconds, "models": {}}
+    suffix = "" if (folder / "results" / "summary.txt").exists() else "_untrained"
     for tag in MODELS:
-        numbers = model_results(folder / "results", tag)
-        validations = [tuple(map(float, m)) for m in
-                       VALIDATION.findall((folder / "logs" / f"05_train_{tag}.log").read_text())]
+        numbers = model_results(folder / "results", tag + suffix)
+        log = folder / "logs" / f"05_train_{tag}.log"
+        validations = [tuple(map(float, m)) for m in VALIDATION.findall(log.read_text() if log.exists() else "")]
         numbers["valid_loss"], numbers["valid_acc"] = min(validations) if validations else (None, None)
         row["models"][tag] = numbers
-    stages = (folder / "results" / "timings.tsv").read_text().split("\n")
+    stages = (folder / "results" / f"timings{suffix}.tsv").read_text().split("\n")
     row["stage_seconds"] = sum(float(line.split("\t")[1]) for line in stages if line)
     return row
 
