@@ -167,7 +167,7 @@ def spread(rows):
 
 
 def print_spread(table):
-    print(f"\nSpread over the runs: median [min, max]")
+    print("\nSpread over the runs: median [min, max]")
     print(f"{'model':<24} {'FROC':>20} {'AUC':>20} {'FPs':>16} {'valid loss':>24}")
     for tag, q in table.items():
         def fmt(key, digits=3):
