@@ -16,7 +16,7 @@ def test_quick_mode_runs_two_settings_and_writes_the_spread_and_the_plot(tmp_pat
     out = capsys.readouterr().out
     assert [(row["setting"], row["seed"]) for row in rows] == [("default", 0), ("avx2", 0)]
     for row in rows:
-        assert (tmp_path / row["run"] / "results" / "summary.txt").exists()
+        assert (tmp_path / row["run"] / "results" / "summary_untrained.txt").exists()
         for tag in MODELS:
             numbers = row["models"][tag]
             assert 0 <= numbers["froc"] <= 1 and numbers["num_tumours"] == 1 and numbers["fps"] >= 0
