@@ -55,11 +55,12 @@ SETTINGS = {
 }
 MODELS = ("crf", "base")
 
-#: The band every demo run falls in (README, "What the demo does and prints"), measured with this script's grid:
-#: FROC and AUC exactly, FPs (false positives at p >= 0.5 on the 5 test slides) from low to high, inclusive.
+#: The band a demo run falls in (README, "What the demo does and prints"), measured with this script's grid: FROC
+#: and AUC exactly, FPs (false positives at p >= 0.5 on the 5 test slides) from low to high, inclusive. The runs
+#: measured gave FPs 12-15 (NCRF) and 15-16 (baseline); the band adds a margin for machines not measured.
 BAND = {
-    "crf": {"froc": 1.0, "auc": 1.0, "fps": (0, 10)},
-    "base": {"froc": 1.0, "auc": 1.0, "fps": (0, 10)},
+    "crf": {"froc": 1.0, "auc": 1.0, "fps": (5, 25)},
+    "base": {"froc": 1.0, "auc": 1.0, "fps": (5, 25)},
 }
 
 #: The tiny demo of ``--quick`` (tests/test_demo.py's sizes: 2048² slides, 32-px crops), as the untrained control
@@ -193,7 +194,8 @@ def plot(rows, path, band=True):
         if band:
             low, high = BAND[tag]["fps"]
             ax_fp.axhspan(low - 0.5, high + 0.5, alpha=0.08, color="C0" if tag == "crf" else "C1")
-    ax_fp.set_ylabel("FPs (p ≥ 0.5, 5 test slides)")
+    ax_fp.set_ylabel("FPs (p ≥ 0.5, all test slides)")
+    ax_fp.set_ylim(bottom=0)
     ax_froc.set_ylabel("FROC")
     ax_froc.set_ylim(-0.05, 1.05)
     ax_froc.set_xticks(list(x), labels, rotation=45, ha="right")
