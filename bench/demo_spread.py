@@ -57,7 +57,8 @@ MODELS = ("crf", "base")
 
 #: The band a demo run falls in (README, "What the demo does and prints"), measured with this script's grid: FROC
 #: and AUC exactly, FPs (false positives at p >= 0.5 on the 5 test slides) from low to high, inclusive. The runs
-#: measured gave FPs 12-16 (NCRF) and 13-17 (baseline); FROC 1 except the baseline on seed 1 (0.972); the band adds a margin for machines not measured.
+#: measured gave FPs 12-16 (NCRF) and 13-17 (baseline), FROC 1 except the baseline on seed 1 (0.972, other
+#: slides); the band, for the default seed 0, adds a margin for machines not measured.
 BAND = {
     "crf": {"froc": 1.0, "auc": 1.0, "fps": (5, 25)},
     "base": {"froc": 1.0, "auc": 1.0, "fps": (5, 25)},
