@@ -14,7 +14,7 @@
 # runs such as the test: DEMO_SLIDE_SIZE, DEMO_NUM_TRAIN_TUMOR, DEMO_NUM_TRAIN_NORMAL, DEMO_NUM_TEST_TUMOR,
 # DEMO_NUM_TEST_NORMAL, DEMO_TUMORS_PER_SLIDE, DEMO_TUMOR_SIZE, DEMO_LYMPHOID, DEMO_TUMOR_PER_SLIDE (training
 # centres per tumour slide), DEMO_NORMAL_PER_SLIDE, DEMO_CFG (a JSON object of config keys to override,
-# e.g. '{"epoch": 1}').
+# e.g. '{"epoch": 1}'), DEMO_PROBS_ARGS (further probs_map.py options, e.g. '--runtime torch').
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SCRIPTS="$ROOT/scripts"
@@ -36,6 +36,7 @@ DEMO_TUMOR_PER_SLIDE=${DEMO_TUMOR_PER_SLIDE:-100}
 DEMO_NORMAL_PER_SLIDE=${DEMO_NORMAL_PER_SLIDE:-100}
 DEMO_CFG=${DEMO_CFG:-"{}"}
 DEMO_NUM_WORKERS=${DEMO_NUM_WORKERS:-1}
+DEMO_PROBS_ARGS=${DEMO_PROBS_ARGS:-}
 # NMS keeps every local maximum (nms.py's default stops at 0.5): the FROC sweeps all thresholds and, by the
 # Camelyon16 rule, drops the curve's lowest one, so a list cut at 0.5 without false positives loses its least
 # confident lesion(s) (all lesions found at p = 1.00000 and 0.99999 scored 0.5).
@@ -147,7 +148,8 @@ for tag in "${MODELS[@]}"; do
     kind=${tag%"$SUFFIX"}
     rm -rf "$D/probs/$tag" "$D/csv/$tag" "$D/export/$tag"
     stage "07_probs_map_$tag" env WSI_DIR="$D/test" CKPT="$D/runs/$tag/best.ckpt" CFG="$D/configs/demo_$kind.json" \
-        MASK_DIR="$D/tissue_masks" PROBS_DIR="$D/probs/$tag" NUM_WORKERS=0 bash "$SCRIPTS/07_probs_map.sh"
+        MASK_DIR="$D/tissue_masks" PROBS_DIR="$D/probs/$tag" NUM_WORKERS=0 PROBS_ARGS="$DEMO_PROBS_ARGS" \
+        bash "$SCRIPTS/07_probs_map.sh"
     stage "08_nms_$tag" env PROBS_DIR="$D/probs/$tag" CSV_DIR="$D/csv/$tag" PROB_THRED="$DEMO_PROB_THRED" \
         bash "$SCRIPTS/08_nms.sh"
     stage "10_froc_$tag" env GT_MASK_DIR="$D/gt_masks" CSV_DIR="$D/csv/$tag" FROC_JSON="$D/results/${tag}_froc.json" \

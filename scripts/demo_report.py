@@ -26,23 +26,31 @@ def slide_auc(path):
     return roc_auc(labels, [float(row["score"]) for row in rows])
 
 
+def model_results(results, tag):
+    """One model's headline numbers from ``results/<tag>_froc.json`` and ``<tag>_slide_scores.csv``: a dict of
+    ``froc``, ``auc`` (None with one class), ``found`` (lesions hit by a detection of probability >= 0.5),
+    ``num_tumours`` and ``fps`` (false positives among the detections of probability >= 0.5)."""
+    froc = json.loads((results / f"{tag}_froc.json").read_text())
+    # Lesions hit and false positives among the detections of probability >= 0.5 (the CSVs may hold lower ones:
+    # the FROC sweeps every threshold).
+    found = sum(1 for s in froc["slides"].values() for v in s["detection_summary"].values() if v and v[0] >= 0.5)
+    fps = sum(1 for s in froc["slides"].values() for v in s["fp_summary"].values() if v[0] >= 0.5)
+    return {"froc": froc["froc"], "auc": slide_auc(results / f"{tag}_slide_scores.csv"), "found": found,
+            "num_tumours": froc["num_tumours"], "fps": fps}
+
+
 def main(argv):
     demo_dir, timings, tags = Path(argv[0]), Path(argv[1]), argv[2:]
     results = demo_dir / "results"
     lines = ["", "Results on the synthetic test slides",
              f"{'model':<36} {'FROC':>6} {'AUC':>6} {'lesions found':>14} {'FPs':>5}"]
     for tag in tags:
-        froc = json.loads((results / f"{tag}_froc.json").read_text())
-        auc = slide_auc(results / f"{tag}_slide_scores.csv")
+        row = model_results(results, tag)
         kind, _, untrained = tag.partition("_")
         name = NAMES.get(kind, kind) + (" untrained" if untrained else "")
-        # Lesions hit and false positives among the detections of probability >= 0.5 (the CSVs may hold
-        # lower ones: the FROC sweeps every threshold).
-        found = sum(1 for s in froc["slides"].values() for v in s["detection_summary"].values() if v and v[0] >= 0.5)
-        fps = sum(1 for s in froc["slides"].values() for v in s["fp_summary"].values() if v[0] >= 0.5)
-        auc_text = "  n/a" if auc is None else f"{auc:6.3f}"
-        found_text = f"{found}/{froc['num_tumours']}"
-        lines.append(f"{name:<36} {froc['froc']:6.3f} {auc_text:>6} {found_text:>14} {fps:>5}")
+        auc_text = "  n/a" if row["auc"] is None else f"{row['auc']:6.3f}"
+        found_text = f"{row['found']}/{row['num_tumours']}"
+        lines.append(f"{name:<36} {row['froc']:6.3f} {auc_text:>6} {found_text:>14} {row['fps']:>5}")
     lines.append("(lesions found and FPs: detections of probability >= 0.5; AUC: slide score = the map's maximum)")
     lines += ["", "Time per stage (s)"]
     total = 0.0

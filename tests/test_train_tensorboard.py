@@ -160,3 +160,24 @@ def test_bad_region_is_one_line_before_any_output(data, tmp_path, capsys, region
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err and not save.exists()
+
+
+def test_the_lr_tag_follows_the_configs_schedule(data, tmp_path):  # noqa: F811
+    """With ``lr_schedule`` (warm-up, then a cosine to 0), ``train/lr`` at logged step s is the schedule's lr of
+    0-based step s - 1, the one the optimizer used for that step."""
+    from wsi.config import lr_at_step
+
+    cfg_path, cfg = write_config(data, tmp_path / "cfg.json", on_the_fly=True, lr_schedule="cosine",
+                                 lr_warmup_steps=2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main([str(cfg_path), str(tmp_path / "run"), "--epochs", "2", "--num_workers", "0"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    logged = scalars(read_events(tmp_path / "run"), "train/lr")
+    total = len(logged)
+    assert [s for s, _ in logged] == list(range(1, total + 1)) and total == 4
+    expected = [lr_at_step(cfg, step - 1, total) for step, _ in logged]
+    assert [v for _, v in logged] == pytest.approx(expected, rel=1e-6)
+    assert expected[0] < expected[1] and expected[-1] < expected[1]  # a warm-up, then the decay: not constant

@@ -28,12 +28,17 @@ Optional keys (not in the original; a config without them behaves as the origina
 - ``label_mode`` (str): ``"positive"`` (default, the original: a cell is tumour when its centre lies inside any
   positive polygon) or ``"positive_not_negative"`` (inside a positive polygon and not inside a negative one,
   the Camelyon16 meaning of exclusion polygons).
+- ``lr_schedule`` (str): ``"constant"`` (default, the original: ``lr`` throughout) or ``"cosine"`` (``lr`` decayed
+  along half a cosine to 0 at the end of the last epoch, step by step); see :func:`lr_at_step`.
+- ``lr_warmup_steps`` (int, default 0): the first steps ramp the learning rate linearly up to ``lr`` (or to the
+  schedule's value), ``lr × (step + 1) / lr_warmup_steps``.
 
 Relative paths are relative to the current folder, as in the original.
 """
 
 import difflib
 import json
+import math
 from pathlib import Path
 
 from wsi.constants import DEFAULT_LABEL_MODE, LABEL_MODES, MODEL_NAMES
@@ -70,7 +75,12 @@ OPTIONAL_KEYS = {
     "wsi_path_valid": str,
     **{f"coords_{name}": str for name in DATASETS},
     "label_mode": str,
+    "lr_schedule": str,
+    "lr_warmup_steps": int,
 }
+
+#: The values of the optional key ``lr_schedule``; ``"constant"`` is the original's.
+LR_SCHEDULES = ("constant", "cosine")
 
 
 _TYPE_NAMES = {str: "a string", bool: "true or false", int: "an integer", float: "a number"}
@@ -125,6 +135,19 @@ def label_mode(cfg):
     return cfg.get("label_mode", DEFAULT_LABEL_MODE)
 
 
+def lr_at_step(cfg, step, total_steps):
+    """The learning rate of training step ``step`` (0-based, global) of ``total_steps`` in all, from ``lr``,
+    ``lr_schedule`` and ``lr_warmup_steps``; the original's constant ``lr`` when those keys are absent. A function
+    of the step alone, so that a resumed run continues on the same curve."""
+    lr, warmup = cfg["lr"], cfg.get("lr_warmup_steps", 0)
+    if cfg.get("lr_schedule", "constant") == "cosine":
+        progress = min(1.0, max(0, step - warmup) / max(1, total_steps - warmup))
+        lr *= 0.5 * (1 + math.cos(math.pi * progress))
+    if step < warmup:
+        lr *= (step + 1) / warmup
+    return lr
+
+
 def validate_config(cfg, path="config", check_paths=False):
     """Check a config dict; raise :class:`ConfigError` (one line naming ``path`` and the key) at the first problem.
 
@@ -168,6 +191,10 @@ def validate_config(cfg, path="config", check_paths=False):
         raise ConfigError(f"{path}: key 'lr' must be positive, got {cfg['lr']}")
     if not cfg["momentum"] >= 0:
         raise ConfigError(f"{path}: key 'momentum' must be at least 0, got {cfg['momentum']}")
+    if cfg.get("lr_schedule", "constant") not in LR_SCHEDULES:
+        raise ConfigError(f"{path}: key 'lr_schedule' is {cfg['lr_schedule']!r}, expected one of {list(LR_SCHEDULES)}")
+    if cfg.get("lr_warmup_steps", 0) < 0:
+        raise ConfigError(f"{path}: key 'lr_warmup_steps' must be at least 0, got {cfg['lr_warmup_steps']}")
     if label_mode(cfg) not in LABEL_MODES:
         raise ConfigError(f"{path}: key 'label_mode' is {cfg['label_mode']!r}, expected one of {list(LABEL_MODES)}")
 

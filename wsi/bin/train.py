@@ -23,6 +23,7 @@ the jitter, flips, rotations, crops and scaling batched on the training device
 import sys
 from pathlib import Path
 
+import functools
 import logging
 import math
 import os
@@ -34,7 +35,7 @@ import torch.distributed as dist
 from torch import nn
 
 from wsi.cli import ArgumentParser, add_trust_checkpoint, check_outputs, count, positive, probability, run_command
-from wsi.config import DATASETS, load_config, save_config
+from wsi.config import DATASETS, load_config, lr_at_step, save_config
 from wsi.data.image_producer import dataset_from_config
 from wsi.data.skipping import SkippingLoader, collate_grids
 from wsi.device import resolve_device
@@ -316,14 +317,16 @@ def open_writer(save_path, cfg, step=None, *, options=None, preview=None):
 
 # One epoch -------------------------------------------------------------------------------------------------------
 def train_one_epoch(model, criterion, optimizer, tumor_loader, normal_loader, device, epoch, step, *, log_every,
-                    seed=0, rank=0, world_size=1, writer=None, prepare=None, amp=False):
+                    seed=0, rank=0, world_size=1, writer=None, prepare=None, amp=False, lr_at=None):
     """Train one epoch; returns ``(step, stats)``: the global step after it and timing statistics.
 
     Each step concatenates a tumour batch and a normal batch ``[B, G, 3, C, C]`` and applies one random
     permutation (drawn from ``(seed, step, rank)``) to the 2B grids and their labels. ``prepare`` (a
     :class:`BatchPreparer`; default: copies per-item batches) builds the input on the device; ``amp``: bfloat16
     autocast. Logs every step; writes ``train/loss`` and ``train/acc`` when the global step is a multiple of
-    ``log_every``, and passes each step to ``writer.log_step`` (:class:`~wsi.monitor.TrainingBoard`). ``stats``: ``data_time`` (s waiting for the loaders), ``compute_time``, ``grids``.
+    ``log_every``, and passes each step to ``writer.log_step`` (:class:`~wsi.monitor.TrainingBoard`). ``stats``:
+    ``data_time`` (s waiting for the loaders), ``compute_time``, ``grids``. ``lr_at``: a function of the global
+    step (0-based) giving the step's learning rate (the config's ``lr_schedule``); None keeps the optimizer's.
     """
     prepare = prepare or BatchPreparer(device)
     model.train()
@@ -345,6 +348,9 @@ def train_one_epoch(model, criterion, optimizer, tumor_loader, normal_loader, de
         loss = criterion(output.float(), target)
         optimizer.zero_grad()
         loss.backward()
+        if lr_at is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step)
         optimizer.step()
 
         predicts = (torch.sigmoid(output.float()) >= 0.5).float()
@@ -475,6 +481,10 @@ def run(args):
                              preview=preview)
     checkpoints = Checkpoints(save_path, model, optimizer, state, cfg=cfg, seed=seed, rank=rank)
     step_options = dict(world_size=world_size, writer=writer, prepare=prepare, amp=args.amp)
+    lr_at = None
+    if "lr_schedule" in cfg or "lr_warmup_steps" in cfg:  # without them, the original's constant lr
+        total_steps = cfg["epoch"] * len(loaders["tumor_train"])
+        lr_at = functools.partial(lr_at_step, cfg, total_steps=total_steps)
 
     if state.epoch >= cfg["epoch"] and not state.valid_pending:
         logger.info("%s has already trained %d of %d epochs: nothing to do", save_path / "train.ckpt", state.epoch,
@@ -488,7 +498,8 @@ def run(args):
                 datasets[name].set_epoch(epoch)
             state.step, _ = train_one_epoch(model, criterion, optimizer, loaders["tumor_train"],
                                             loaders["normal_train"], device, epoch, state.step,
-                                            log_every=cfg["log_every"], seed=seed, rank=rank, **step_options)
+                                            log_every=cfg["log_every"], seed=seed, rank=rank, lr_at=lr_at,
+                                            **step_options)
             log_skipped(loaders, "train", epoch, state.step, writer)
             checkpoints.save("train.ckpt", epoch + 1, True)
             validate(model, criterion, loaders, datasets, device, epoch, state, checkpoints, **step_options)
