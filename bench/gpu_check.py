@@ -33,7 +33,6 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
-import struct  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -168,18 +167,9 @@ def check_probs_map(workdir, args, device, clock):
 # 2. train.py grids/s -------------------------------------------------------------------------------------------
 def read_speed(folder, warmup):
     """(grids/s, data-wait share) over the steps after ``warmup`` from ``speed/*`` in ``folder``'s events."""
-    from tensorboardX.proto import event_pb2
+    from wsi.monitor import read_scalars
 
-    values = {}
-    for path in sorted(Path(folder).glob("events.out.tfevents.*")):
-        blob, pos = path.read_bytes(), 0
-        while pos < len(blob):
-            (length,) = struct.unpack("<Q", blob[pos:pos + 8])
-            event = event_pb2.Event.FromString(blob[pos + 12:pos + 12 + length])
-            pos += 12 + length + 4
-            for value in event.summary.value:
-                if value.tag.startswith("speed/"):
-                    values.setdefault(value.tag, {})[event.step] = value.simple_value
+    values = {tag: dict(points) for tag, points in read_scalars(folder, lambda tag: tag.startswith("speed/")).items()}
     rates, shares = values.get("speed/grids_per_s", {}), values.get("speed/data_wait_share", {})
     steps = [s for s in sorted(rates) if s > warmup] or sorted(rates)
     if not steps:

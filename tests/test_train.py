@@ -3,15 +3,14 @@
 import json
 import os
 import re
-import struct
 import subprocess
 import sys
 
 import pytest
 import torch
-from tensorboardX.proto import event_pb2
 
 from tests.conftest import ROOT
+from wsi.monitor import read_scalars as monitor_scalars
 from wsi.bin.patch_gen import main as patch_gen
 from wsi.bin.train import main
 from wsi.data.coords import write_coords
@@ -68,19 +67,8 @@ ORIGINAL_TAGS = {"train/loss", "train/acc", "valid/loss", "valid/acc", "train/sk
 
 
 def read_scalars(folder):
-    """``{tag: [(step, value), ...]}`` of the original's tags from every tensorboard event file in ``folder``
-    (TFRecord framing)."""
-    scalars = {}
-    for path in sorted(folder.glob("events.out.tfevents.*")):
-        blob, pos = path.read_bytes(), 0
-        while pos < len(blob):
-            (length,) = struct.unpack("<Q", blob[pos:pos + 8])
-            event = event_pb2.Event.FromString(blob[pos + 12:pos + 12 + length])
-            pos += 12 + length + 4
-            for value in event.summary.value:
-                if value.tag in ORIGINAL_TAGS:
-                    scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
-    return scalars
+    """``{tag: [(step, value), ...]}`` of the original's tags from every tensorboard event file in ``folder``."""
+    return monitor_scalars(folder, lambda tag: tag in ORIGINAL_TAGS)
 
 
 def steps_logged(caplog):

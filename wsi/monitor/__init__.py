@@ -11,7 +11,7 @@ This package sits above :mod:`wsi.inference` and :mod:`wsi.model` and below :mod
 imports it).
 """
 
-from wsi.monitor.board import ORIGINAL_TAGS, TrainingBoard, hparams_of
+from wsi.monitor.board import ORIGINAL_TAGS, TrainingBoard, hparams_of, read_scalars
 from wsi.monitor.slide_preview import SlidePreview, parse_region
 
-__all__ = ["ORIGINAL_TAGS", "SlidePreview", "TrainingBoard", "hparams_of", "parse_region"]
+__all__ = ["ORIGINAL_TAGS", "SlidePreview", "TrainingBoard", "hparams_of", "parse_region", "read_scalars"]

@@ -31,10 +31,13 @@ share of the validation grids.
 
 import json
 import logging
+import struct
+from pathlib import Path
 
 import numpy as np
 import torch
 from tensorboardX import SummaryWriter
+from tensorboardX.proto import event_pb2
 from tensorboardX.summary import hparams
 
 from wsi.model.checkpoint import unwrap_model
@@ -141,3 +144,19 @@ def _crf_weights(model):
     """``crf.W`` ``[1, N, N]`` of ``model`` (unwrapped from DDP/DataParallel) on the CPU, or None without a CRF."""
     crf = getattr(unwrap_model(model), "crf", None)
     return None if crf is None else crf.W.detach().float().cpu()
+
+
+def read_scalars(folder, keep=lambda tag: True):
+    """``{tag: [(step, value), ...]}`` of the scalars whose tag ``keep`` accepts, from every event file in
+    ``folder`` in file order (TFRecord framing: 8-byte length, 4-byte CRC, the event, 4-byte CRC)."""
+    scalars = {}
+    for path in sorted(Path(folder).glob("events.out.tfevents.*")):
+        blob, pos = path.read_bytes(), 0
+        while pos < len(blob):
+            (length,) = struct.unpack("<Q", blob[pos:pos + 8])
+            event = event_pb2.Event.FromString(blob[pos + 12:pos + 12 + length])
+            pos += 12 + length + 4
+            for value in event.summary.value:
+                if keep(value.tag):
+                    scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return scalars
