@@ -427,7 +427,13 @@ def start(script, *argv):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, str(ROOT / "wsi" / "bin" / f"{script}.py"), *map(str, argv)],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_default_sigint)
+
+
+def _default_sigint():
+    """Ctrl-C as a terminal delivers it: a suite started in the background of a shell without job control (a CI
+    runner's `cmd &`) inherits SIGINT ignored, which the child would keep, and then finish instead of stopping."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def stop_when(process, condition, stop, timeout=60):
