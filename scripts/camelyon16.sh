@@ -497,16 +497,10 @@ tissue_masks() {  # tissue_masks SLIDE_DIR MASK_DIR: masks that exist are kept u
 }
 
 probs_maps() {  # probs_maps SLIDE_DIR CKPT CONFIG MASK_DIR PROBS_DIR: maps that exist are kept unless redone
-    local failed stem status=0
+    local failed status=0
     if [ "$STAGE_MODE" = redo ]; then rm -rf "$5"; fi
-    # A map with failed positions is not finished: its slide is computed again (after a damaged slide was
-    # replaced; positions that still fail are listed again).
-    for failed in "$5"/*.failed.txt; do
-        [ -e "$failed" ] || continue
-        stem=$(basename "$failed" .failed.txt)
-        rm -f "$5/$stem.npy" "$5/$stem.json" "$failed"
-        echo "$stem: the earlier map had positions that could not be read ($failed): computed again"
-    done
+    # A map with failed positions (<stem>.failed.txt) is not finished: probs_map.py computes its slide again
+    # (after a damaged slide was replaced; positions that still fail are listed again).
     WSI_DIR="$1" CKPT="$2" CFG="$3" MASK_DIR="$4" PROBS_DIR="$5" \
         PROBS_ARGS="${device_args[*]} $C16_PROBS_ARGS" bash "$SCRIPTS/07_probs_map.sh" || status=$?
     for failed in "$5"/*.failed.txt; do

@@ -43,7 +43,15 @@ DEMO_PROBS_ARGS=${DEMO_PROBS_ARGS:-}
 DEMO_PROB_THRED=${DEMO_PROB_THRED:-0}
 
 D=$DEMO_DIR
+# The demo removes and rewrites its own folders under D (train, test, jsons, coords, runs, ...): only in a folder
+# it made itself (its mark file), never in one of the user's, such as the repository root with its jsons/ and coords/.
+MARK="$D/.ncrf-demo"
+if [ -d "$D" ] && [ ! -e "$MARK" ] && [ -n "$(ls -A "$D")" ]; then
+    echo "$0: error: DEMO_DIR $D holds files the demo did not write (no $(basename "$MARK")): give a new or empty folder" >&2
+    exit 2
+fi
 mkdir -p "$D/logs" "$D/results"
+[ -e "$MARK" ] || echo "written by scripts/demo.sh: its output folder (the demo removes only what it made)" > "$MARK"
 if [ "$DEMO_UNTRAINED" = 1 ]; then SUFFIX=_untrained; else SUFFIX=; fi
 TIMINGS="$D/results/timings$SUFFIX.tsv"
 : > "$TIMINGS"

@@ -274,3 +274,16 @@ def test_the_demo_opens_no_connection_and_leaves_no_telemetry_state(demo):
     assert "network guard" not in proc.stderr
     home = out.parent / "home"
     assert not [p for p in home.rglob("*") if "intel" in p.parts or "telemetry" in p.name.lower()]
+
+
+def test_a_folder_of_the_users_is_refused_before_any_work(tmp_path):
+    """DEMO_DIR naming a folder the demo did not make (here one holding the user's jsons/ and coords/, as the
+    repository root does) is refused in one line; the demo's rm -rf never reaches it."""
+    users = tmp_path / "mine"
+    (users / "jsons").mkdir(parents=True)
+    (users / "jsons" / "Tumor_001.json").write_text("{}")
+    (users / "coords").mkdir()
+    proc = run_script([str(ROOT / "scripts" / "demo.sh")], {**TINY, "DEMO_DIR": str(users)}, cwd=ROOT)
+    assert proc.returncode == 2 and "holds files the demo did not write" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in users.rglob("*")) == ["Tumor_001.json", "coords", "jsons"]
