@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from demo_report import slide_auc  # noqa: E402  (one AUC rule for the demo and this run)
 
 NAMES = {"crf": "NCRF (ResNet-18 + CRF)", "base": "ResNet-18 baseline"}
-# The published figures (Li & Ping, MIDL 2018; see docs/evaluation.md): FROC on the Camelyon16 test set with Test_049 and
+# The published figures (Li & Ping, MIDL 2018; docs/evaluation.md): FROC on the Camelyon16 test set with Test_049 and
 # Test_114 excluded. The paper's AUCs are not quoted here.
 REFERENCE = {
     "crf": "0.8096 (paper, NCRF with hard negatives)",
