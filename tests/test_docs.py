@@ -325,3 +325,17 @@ def test_the_docs_index_links_every_docs_page():
     readme = (ROOT / "README.md").read_text()
     for page in (ROOT / "docs").glob("*.md"):
         assert f"(docs/{page.name})" in readme, f"the README's documentation list does not link docs/{page.name}"
+
+
+def test_every_option_of_every_script_is_in_the_docs():
+    """The other direction: an option a script of wsi/bin accepts (sub-commands' included) is named somewhere in the
+    README or docs/, so a new option cannot land undocumented."""
+    text = "\n".join(doc.read_text() for doc in DOCS)
+    named = set(re.findall(r"(?<![\w-])--\w+", text))
+    missing = []
+    for name in sorted(BIN):
+        parser = parser_of("bin", name)
+        for each in (parser, *_subparsers(parser).values()):
+            missing += [f"{name}: {option}" for action in each._actions if action.help != argparse.SUPPRESS
+                        for option in action.option_strings if option.startswith("--") and option not in named]
+    assert not missing, "options no doc names:\n" + "\n".join(missing)
