@@ -7,7 +7,6 @@ import importlib
 import inspect
 import re
 import shlex
-from pathlib import Path
 from unittest import mock
 
 import pytest
@@ -42,8 +41,9 @@ def _fenced_and_inline(text):
                 block = None
             continue
         (block if block is not None else prose).append(line)
-    # inline spans may run over a line break in a paragraph
-    pieces += [("inline", span) for span in re.findall(r"`([^`]+)`", " ".join(prose))]
+    # inline spans may run over a line break inside a paragraph, not beyond it
+    for paragraph in re.split(r"\n\s*\n", "\n".join(prose)):
+        pieces += [("inline", span) for span in re.findall(r"`([^`]+)`", paragraph.replace("\n", " "))]
     return pieces
 
 
