@@ -30,7 +30,6 @@ before iterating an epoch (DataLoader workers copy the dataset when an iteration
 """
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,16 +40,13 @@ from PIL import Image
 from wsi.constants import LABEL_MODES
 from wsi.data.annotation import load_annotations
 from wsi.data.coords import read_coords
+from wsi.data.draws import DRAW_FIELDS, JITTER, GridDraws, draw_augmentation, pack_draws
 from wsi.data.labels import grid_labels
 from wsi.data.patches import check_wsi_dir, read_patch
 from wsi.data.skipping import UnreadableGrid
 from wsi.data.slide import SlideError, SlideNotFoundError, find_slide, open_slide
 from wsi.errors import DatasetError
 from wsi.geometry import GeometryError, GridSpec
-
-#: ColorJitter(brightness, contrast, saturation, hue) of the original.
-JITTER = (64.0 / 255, 0.75, 0.25, 0.04)
-
 
 class UnreadableImage(Exception):
     """The image of one grid cannot be read (a damaged tile, a broken PNG): the grid is skipped, not fatal."""
@@ -64,38 +60,6 @@ class UnreadableImage(Exception):
 
 
 # Augmentation, normalisation and cropping (one place for both datasets) ------------------------------------------
-@dataclass(frozen=True)
-class GridDraws:
-    """The random choices of one item.
-
-    ``order`` is the order of the colour adjustments (0 brightness, 1 contrast, 2 saturation, 3 hue) and the
-    factors are as torchvision's ``ColorJitter``; ``flip`` flips left-right, then ``rotate`` = k quarter turns
-    counter-clockwise. ``jitter=False`` skips the colour adjustments.
-    """
-
-    order: tuple = (0, 1, 2, 3)
-    brightness: float = 1.0
-    contrast: float = 1.0
-    saturation: float = 1.0
-    hue: float = 0.0
-    flip: bool = False
-    rotate: int = 0
-    jitter: bool = True
-
-
-def draw_augmentation(rng, jitter=JITTER):
-    """Draw a :class:`GridDraws` from the NumPy generator ``rng`` with the original's distributions."""
-    b, c, s, h = jitter
-    order = tuple(int(i) for i in rng.permutation(4))
-    brightness = float(rng.uniform(max(0.0, 1 - b), 1 + b))
-    contrast = float(rng.uniform(max(0.0, 1 - c), 1 + c))
-    saturation = float(rng.uniform(max(0.0, 1 - s), 1 + s))
-    hue = float(rng.uniform(-h, h))
-    flip = bool(rng.random() > 0.5)  # the original's np.random.rand() > 0.5
-    rotate = int(rng.integers(0, 4))
-    return GridDraws(order, brightness, contrast, saturation, hue, flip, rotate)
-
-
 def color_jitter(image, draws):
     """Apply the draws' colour adjustments to a PIL RGB image, in the drawn order (torchvision's ColorJitter)."""
     if not draws.jitter:
@@ -263,16 +227,12 @@ class _GridDataset(torch.utils.data.Dataset):
         ``raw`` ``(((S, S, 3), (DRAW_FIELDS,)), (G,))``."""
         nodes, crop = self.patch_per_side ** 2, self._crop_size
         if self.raw:
-            from wsi.data.grid_augment import DRAW_FIELDS
-
             return ((self._img_size, self._img_size, 3), (DRAW_FIELDS,)), (nodes,)
         return (nodes, 3, crop, crop), (nodes,)
 
     def raw_item(self, idx):
         """``((image [S, S, 3] uint8, draws [DRAW_FIELDS] float64), labels [G] float32)``: the region as read
         (decoded once), the packed draws and the labels flipped and rotated with them."""
-        from wsi.data.grid_augment import pack_draws
-
         draws = self.draws(idx)
         image = np.array(self.read_image(idx), dtype=np.uint8)  # one copy out of PIL, writable for torch
         size = self._img_size
