@@ -1,4 +1,4 @@
-"""Geometry shared by every stage: masks on slides, grids of patches, crops, flips and rotations.
+"""Geometry shared by every stage: masks on slides, grids of patches and their crops.
 
 The bottom of the package (beside :mod:`wsi.errors` and :mod:`wsi.fileio`): sampling, training and inference
 all take their geometry from here.
@@ -19,7 +19,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
 
 from wsi.errors import GeometryError
 
@@ -249,41 +248,3 @@ def grid_points(centres, patch_size, patch_per_side):
     xs = centres[:, 0, None, None] + offsets[None, None, :]
     ys = centres[:, 1, None, None] + offsets[None, :, None]
     return np.stack(np.broadcast_arrays(xs, ys), axis=-1)
-
-
-# Flips and rotations ---------------------------------------------------------------------------------------------
-
-#: The original's eight (flip, rotate) pairs, in the order it computes and sums them (``--eight_avg``).
-TRANSFORMS = (
-    ("NONE", "NONE"), ("NONE", "ROTATE_90"), ("NONE", "ROTATE_180"), ("NONE", "ROTATE_270"),
-    ("FLIP_LEFT_RIGHT", "NONE"), ("FLIP_LEFT_RIGHT", "ROTATE_90"), ("FLIP_LEFT_RIGHT", "ROTATE_180"),
-    ("FLIP_LEFT_RIGHT", "ROTATE_270"),
-)
-FLIPS = ("NONE", "FLIP_LEFT_RIGHT")
-ROTATES = ("NONE", "ROTATE_90", "ROTATE_180", "ROTATE_270")
-QUARTER_TURNS = {"NONE": 0, "ROTATE_90": 1, "ROTATE_180": 2, "ROTATE_270": 3}
-
-
-def check_transform(flip, rotate):
-    if flip not in FLIPS:
-        raise ValueError(f"flip must be one of {FLIPS}, got {flip!r}")
-    if rotate not in ROTATES:
-        raise ValueError(f"rotate must be one of {ROTATES}, got {rotate!r}")
-
-
-def transform_image(image, flip, rotate):
-    """Apply the original's PIL transposes to a PIL image: flip left-right first, then rotate counter-clockwise."""
-    check_transform(flip, rotate)
-    if flip == "FLIP_LEFT_RIGHT":
-        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    if rotate != "NONE":
-        image = image.transpose(getattr(Image.Transpose, rotate))
-    return image
-
-
-def transform_array(array, flip, rotate, axes=(0, 1)):
-    """The same transform on an array whose ``axes`` are (rows, cols): ``np.fliplr`` then ``np.rot90`` (CCW)."""
-    check_transform(flip, rotate)
-    if flip == "FLIP_LEFT_RIGHT":
-        array = np.flip(array, axis=axes[1])
-    return np.rot90(array, QUARTER_TURNS[rotate], axes=axes)

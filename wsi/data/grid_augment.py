@@ -23,6 +23,7 @@ import torch
 
 from wsi.data.draws import DRAW_FIELDS, FACTORS, FLIP, JITTER_ON, ORDER, ROTATE, pack_draws, unpack_draws
 from wsi.geometry import GridSpec
+from wsi.orientation import orient
 
 # Pillow's colour arithmetic on float32 tensors holding integers 0..255, [N, 3, H, W] ------------------------------
 def _blend(degenerate, image, factor):
@@ -121,9 +122,9 @@ def color_jitter(images, draws):
     return images
 
 
-def orient(images, draws):
-    """Each item's left-right flip, then its k quarter turns counter-clockwise (``np.rot90``/PIL ``rotate(90·k)``
-    on axes (rows, cols)); ``images`` ``[B, 3, S, S]``, batched by the 8 (flip, k) cases."""
+def orient_batch(images, draws):
+    """Each item's left-right flip, then its k quarter turns counter-clockwise (:func:`wsi.orientation.orient` on
+    axes (rows, cols)); ``images`` ``[B, 3, S, S]``, batched by the 8 (flip, k) cases."""
     out = images.clone()
     cases = draws[:, FLIP].to(torch.int64) * 4 + draws[:, ROTATE].to(torch.int64)
     for case in torch.unique(cases).tolist():
@@ -131,10 +132,7 @@ def orient(images, draws):
         if case == 0:
             continue
         chosen = torch.nonzero(cases == case).flatten().to(images.device, non_blocking=True)
-        part = images[chosen]
-        if flip:
-            part = torch.flip(part, dims=(-1,))
-        out[chosen] = torch.rot90(part, turns, dims=(-2, -1))
+        out[chosen] = orient(images[chosen], bool(flip), turns, axes=(-2, -1))
     return out
 
 
@@ -154,7 +152,7 @@ def augment_grids(images, draws, patch_size, crop_size, normalize=True, channels
     batch = images.permute(0, 3, 1, 2).to(torch.float32)  # [B, 3, S, S]
     if bool((draws[:, JITTER_ON] != 0).any()):
         batch = color_jitter(batch, draws)
-    batch = orient(batch, draws)
+    batch = orient_batch(batch, draws)
     offsets = GridSpec(images.shape[1], patch_size, crop_size).crop_offsets()
     grids = torch.stack([batch[:, :, r:r + crop_size, c:c + crop_size] for r in offsets for c in offsets], 1)
     if normalize:
@@ -165,4 +163,4 @@ def augment_grids(images, draws, patch_size, crop_size, normalize=True, channels
 
 
 __all__ = ["ADJUSTMENTS", "DRAW_FIELDS", "adjust_brightness", "adjust_contrast", "adjust_hue", "adjust_saturation",
-           "augment_grids", "color_jitter", "orient", "pack_draws", "pil_grey", "unpack_draws"]
+           "augment_grids", "color_jitter", "orient_batch", "pack_draws", "pil_grey", "unpack_draws"]

@@ -47,6 +47,7 @@ from wsi.data.skipping import UnreadableGrid
 from wsi.data.slide import SlideError, SlideNotFoundError, find_slide, open_slide
 from wsi.errors import DatasetError
 from wsi.geometry import GeometryError, GridSpec
+from wsi.orientation import orient
 
 class UnreadableImage(Exception):
     """The image of one grid cannot be read (a damaged tile, a broken PNG): the grid is skipped, not fatal."""
@@ -75,17 +76,6 @@ def color_jitter(image, draws):
     return image
 
 
-def orient(array, draws):
-    """The draws' left-right flip, then ``rotate`` quarter turns counter-clockwise, of an array with axes (rows,
-    cols, ...): a ``[S, S, 3]`` image or a ``[P, P]`` label grid. np.rot90 equals PIL's ROTATE_90 (the original's
-    ``img.rotate(90·k)``). Identity for ``draws=None``."""
-    if draws is None:
-        return array
-    if draws.flip:
-        array = np.fliplr(array)
-    return np.rot90(array, draws.rotate)
-
-
 def make_grid(image, labels, patch_size, crop_size, draws=None, normalize=True):
     """Augment, normalise and crop one grid image.
 
@@ -108,7 +98,8 @@ def make_grid(image, labels, patch_size, crop_size, draws=None, normalize=True):
         raise ValueError(f"grid image of shape {array.shape} does not hold {side}×{side} cells of {patch_size} px")
     # The same flip and counter-clockwise rotation on the image (axes rows, cols) and the label grid keep every
     # crop with its label.
-    array, labels = orient(array, draws), orient(labels, draws)
+    if draws is not None:
+        array, labels = orient(array, draws.flip, draws.rotate), orient(labels, draws.flip, draws.rotate)
     chw = np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.float32)
     if normalize:
         chw = (chw - 128.0) / 128.0
@@ -238,7 +229,10 @@ class _GridDataset(torch.utils.data.Dataset):
         size = self._img_size
         if image.shape != (size, size, 3):
             raise ValueError(f"grid image of shape {image.shape}, expected ({size}, {size}, 3)")
-        labels = np.ascontiguousarray(orient(self.labels(idx), draws)).reshape(-1)
+        labels = self.labels(idx)
+        if draws is not None:
+            labels = orient(labels, draws.flip, draws.rotate)
+        labels = np.ascontiguousarray(labels).reshape(-1)
         return (torch.from_numpy(image), pack_draws(draws)), torch.from_numpy(labels)
 
 
@@ -357,5 +351,4 @@ class GridSlideDataset(_GridDataset):
 
 
 __all__ = ["DatasetError", "GridDraws", "GridImageDataset", "GridSlideDataset", "JITTER", "LABEL_MODES",
-           "color_jitter", "dataset_from_config", "draw_augmentation", "make_grid",
-           "orient"]
+           "color_jitter", "dataset_from_config", "draw_augmentation", "make_grid"]

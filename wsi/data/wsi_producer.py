@@ -19,7 +19,8 @@ from torch.utils.data import Dataset
 
 from wsi.data.slide import open_slide
 from wsi.data.tissue import load_tissue_mask
-from wsi.geometry import GridSpec, check_transform, mask_geometry, transform_image
+from wsi.geometry import GridSpec, mask_geometry
+from wsi.orientation import from_names, orient
 
 
 class GridWSIPatchDataset(Dataset):
@@ -48,7 +49,7 @@ class GridWSIPatchDataset(Dataset):
 
     def __init__(self, wsi_path, mask_path, image_size=768, patch_size=256, crop_size=224, normalize=True,
                  flip="NONE", rotate="NONE", geometry=None):
-        check_transform(flip, rotate)
+        self._orientation = from_names(flip, rotate)  # (flip, quarter turns)
         self._wsi_path = Path(wsi_path)
         self._grid = GridSpec(image_size, patch_size, crop_size)
         self._normalize = normalize
@@ -96,7 +97,7 @@ class GridWSIPatchDataset(Dataset):
 
     def __getitem__(self, idx):
         xm, ym = int(self._x_idcs[idx]), int(self._y_idcs[idx])
-        img = transform_image(self.region(xm, ym), self._flip, self._rotate)
+        img = orient(np.asarray(self.region(xm, ym)), *self._orientation)
         img = np.array(img, dtype=np.float32).transpose((2, 0, 1))  # [3, rows = y, cols = x]
         if self._normalize:
             img = (img - 128.0) / 128.0

@@ -16,7 +16,7 @@ patch ``u`` starting at level-0 ``u·s + a`` (``a`` a constant). So this module
 
 The embeddings are kept for a band of lattice rows only (``block rows + 2q``, a ring buffer), so memory does not
 grow with the slide's height; it grows with its width by ``rows × X_mask × D × 4`` bytes (D = 512 for
-ResNet-18). With ``eight_avg`` every patch is flipped/rotated (:func:`~wsi.inference.tta.transform_patches`) and
+ResNet-18). With ``eight_avg`` every patch is flipped/rotated (:func:`~wsi.orientation.orient`) and
 the grid's nodes are taken through :func:`~wsi.inference.tta.grid_permutation`, which gives the faithful mode's
 eight maps. The result equals the faithful map up to floating-point summation order (≤ 1e-5).
 
@@ -40,8 +40,9 @@ from wsi.data.slide import open_slide
 from wsi.geometry import fast_mode_problem
 from wsi.inference.common import BusyClock, autocast, model_device
 from wsi.inference.damaged import positions_using, read_block_tolerant
-from wsi.inference.tta import grid_permutation, transform_patches, transforms
+from wsi.inference.tta import grid_permutation, transforms
 from wsi.model.inference import as_input
+from wsi.orientation import from_names, orient
 
 logger = logging.getLogger(__name__)
 
@@ -197,7 +198,7 @@ def embed_block(model, block, lattice, need, origin, ring, pairs, *, batch_size,
         r = torch.from_numpy(rows[start:start + batch_size]).to(device)
         batch = patches[:, r, c].permute(1, 0, 2, 3)  # [n, 3, crop, crop]
         for t, (flip, rotate) in enumerate(pairs):
-            inputs = as_input(model, transform_patches(batch, flip, rotate))
+            inputs = as_input(model, orient(batch, *from_names(flip, rotate), axes=(2, 3)))
             with clock, autocast(device, amp):
                 feats, logits = model.embed(inputs)
             ring.store(t, r + origin[1], c + origin[0], feats, logits)
