@@ -21,6 +21,7 @@ level before scaling (README, "Differences from the original", gives the measure
 
 import torch
 
+from wsi.data.crops import crop_grid, normalize as scale_pixels
 from wsi.data.draws import DRAW_FIELDS, FACTORS, FLIP, JITTER_ON, ORDER, ROTATE, pack_draws, unpack_draws
 from wsi.geometry import GridSpec
 from wsi.orientation import orient
@@ -153,10 +154,9 @@ def augment_grids(images, draws, patch_size, crop_size, normalize=True, channels
     if bool((draws[:, JITTER_ON] != 0).any()):
         batch = color_jitter(batch, draws)
     batch = orient_batch(batch, draws)
-    offsets = GridSpec(images.shape[1], patch_size, crop_size).crop_offsets()
-    grids = torch.stack([batch[:, :, r:r + crop_size, c:c + crop_size] for r in offsets for c in offsets], 1)
+    grids = crop_grid(batch, GridSpec(images.shape[1], patch_size, crop_size))
     if normalize:
-        grids = (grids - 128.0) / 128.0
+        grids = scale_pixels(grids)
     if channels_last:
         grids = grids.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
     return grids

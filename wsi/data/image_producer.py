@@ -40,6 +40,7 @@ from PIL import Image
 from wsi.constants import LABEL_MODES
 from wsi.data.annotation import load_annotations
 from wsi.data.coords import read_coords
+from wsi.data.crops import crop_grid, normalize as scale_pixels
 from wsi.data.draws import DRAW_FIELDS, JITTER, GridDraws, draw_augmentation, pack_draws
 from wsi.data.labels import grid_labels
 from wsi.data.patches import check_wsi_dir, read_patch
@@ -102,9 +103,8 @@ def make_grid(image, labels, patch_size, crop_size, draws=None, normalize=True):
         array, labels = orient(array, draws.flip, draws.rotate), orient(labels, draws.flip, draws.rotate)
     chw = np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.float32)
     if normalize:
-        chw = (chw - 128.0) / 128.0
-    offsets = GridSpec(size, patch_size, crop_size).crop_offsets()
-    crops = np.stack([chw[:, r:r + crop_size, c:c + crop_size] for r in offsets for c in offsets])
+        chw = scale_pixels(chw)
+    crops = crop_grid(chw, GridSpec(size, patch_size, crop_size))
     return torch.from_numpy(crops), torch.from_numpy(np.ascontiguousarray(labels).reshape(-1).copy())
 
 

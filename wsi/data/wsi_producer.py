@@ -17,6 +17,7 @@ import os
 import numpy as np
 from torch.utils.data import Dataset
 
+from wsi.data.crops import crop_grid, normalize
 from wsi.data.slide import open_slide
 from wsi.data.tissue import load_tissue_mask
 from wsi.geometry import GridSpec, mask_geometry
@@ -100,12 +101,8 @@ class GridWSIPatchDataset(Dataset):
         img = orient(np.asarray(self.region(xm, ym)), *self._orientation)
         img = np.array(img, dtype=np.float32).transpose((2, 0, 1))  # [3, rows = y, cols = x]
         if self._normalize:
-            img = (img - 128.0) / 128.0
-        crop, offsets = self._grid.crop_size, self._grid.crop_offsets()
-        grid = np.empty((self._grid.num_nodes, 3, crop, crop), dtype=np.float32)
-        for i, (row, col) in enumerate((r, c) for r in offsets for c in offsets):
-            grid[i] = img[:, row:row + crop, col:col + crop]
-        return grid, xm, ym
+            img = normalize(img)
+        return crop_grid(img, self._grid), xm, ym
 
     def close(self):
         if self._slide is not None:

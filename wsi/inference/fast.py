@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from wsi.data.crops import normalize
 from wsi.data.slide import open_slide
 from wsi.geometry import fast_mode_problem
 from wsi.inference.common import BusyClock, autocast, model_device
@@ -190,7 +191,7 @@ def embed_block(model, block, lattice, need, origin, ring, pairs, *, batch_size,
     dataset does, ``(x − 128) / 128`` in float32, and computed once per transform of ``pairs``.
     """
     s, crop = lattice.stride, lattice.crop
-    image = (torch.from_numpy(block).to(device, non_blocking=True).permute(2, 0, 1).float() - 128.0) / 128.0
+    image = normalize(torch.from_numpy(block).to(device, non_blocking=True).permute(2, 0, 1).float())
     patches = image.unfold(1, crop, s).unfold(2, crop, s)  # [3, rows v, cols u, crop, crop]
     cols, rows = np.nonzero(need)
     for start in range(0, len(cols), batch_size):
