@@ -159,28 +159,19 @@ class GridSpec:
     crop_size: int
 
     def __post_init__(self):
-        for name in ("image_size", "patch_size", "crop_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise GeometryError(f"the config: {name} must be a positive integer, got {value!r}")
-        if self.image_size % self.patch_size:
-            raise GeometryError(f"the config: image_size {self.image_size} is not a multiple of "
-                                f"patch_size {self.patch_size}")
-        if self.crop_size > self.patch_size:
-            raise GeometryError(f"the config: crop_size {self.crop_size} is larger than patch_size "
-                                f"{self.patch_size}")
+        check_grid_sizes(self.image_size, self.patch_size, self.crop_size)
 
     @classmethod
     def from_config(cls, cfg, source="the config"):
         """The grid a config describes (keys ``image_size``, ``patch_size``, ``crop_size``)."""
-        try:
-            sizes = {key: cfg[key] for key in ("image_size", "patch_size", "crop_size")}
-        except KeyError as err:
-            raise GeometryError(f"{source}: missing key {err.args[0]!r}") from None
-        try:
-            return cls(**sizes)
-        except GeometryError as err:
-            raise GeometryError(str(err).replace("the config", str(source), 1)) from None
+        return cls(**_config_sizes(cfg, ("image_size", "patch_size", "crop_size"), source))
+
+    @staticmethod
+    def nodes_of_config(cfg, source="the config"):
+        """Patches per grid G = ``(image_size // patch_size)²`` of a config that may lack ``crop_size`` (a model's
+        config: the CRF's number of nodes), validated as :class:`GridSpec` validates them."""
+        sizes = _config_sizes(cfg, ("image_size", "patch_size"), source)
+        return (sizes["image_size"] // sizes["patch_size"]) ** 2
 
     @property
     def side(self):
@@ -209,6 +200,32 @@ class GridSpec:
     def region_origin(self, centre):
         """Level-0 top-left of the region centred on ``centre`` (one axis): ``int(centre − image_size / 2)``."""
         return int(centre - self.image_size / 2)
+
+
+def check_grid_sizes(image_size, patch_size, crop_size=None, source="the config"):
+    """Raise a one-line :class:`GeometryError` naming ``source`` unless the sizes make a grid: positive integers,
+    ``image_size`` a multiple of ``patch_size``, ``crop_size`` (when given) at most ``patch_size``. The one place
+    these rules live (configs, datasets, models)."""
+    sizes = {"image_size": image_size, "patch_size": patch_size}
+    if crop_size is not None:
+        sizes["crop_size"] = crop_size
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise GeometryError(f"{source}: {name} must be a positive integer, got {value!r}")
+    if image_size % patch_size:
+        raise GeometryError(f"{source}: image_size {image_size} is not a multiple of patch_size {patch_size}")
+    if crop_size is not None and crop_size > patch_size:
+        raise GeometryError(f"{source}: crop_size {crop_size} is larger than patch_size {patch_size}")
+
+
+def _config_sizes(cfg, keys, source):
+    """``{key: cfg[key]}`` for ``keys``, validated by :func:`check_grid_sizes`; errors name ``source``."""
+    try:
+        sizes = {key: cfg[key] for key in keys}
+    except KeyError as err:
+        raise GeometryError(f"{source}: missing key {err.args[0]!r}") from None
+    check_grid_sizes(**sizes, source=source)
+    return sizes
 
 
 def fast_mode_problem(geometry, grid, eight_avg=False):

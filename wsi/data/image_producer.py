@@ -163,11 +163,11 @@ class _GridDataset(torch.utils.data.Dataset):
     @property
     def grid_size(self):
         """Cells per grid, G."""
-        return (self._img_size // self._patch_size) ** 2
+        return self.grid.num_nodes
 
     @property
     def patch_per_side(self):
-        return self._img_size // self._patch_size
+        return self.grid.side
 
     @property
     def coords(self):
@@ -216,7 +216,7 @@ class _GridDataset(torch.utils.data.Dataset):
     def item_shapes(self):
         """Shapes of an item's tensors (for a batch whose every grid failed): ``((G, 3, C, C), (G,))``, or with
         ``raw`` ``(((S, S, 3), (DRAW_FIELDS,)), (G,))``."""
-        nodes, crop = self.patch_per_side ** 2, self._crop_size
+        nodes, crop = self.grid.num_nodes, self._crop_size
         if self.raw:
             return ((self._img_size, self._img_size, 3), (DRAW_FIELDS,)), (nodes,)
         return (nodes, 3, crop, crop), (nodes,)
