@@ -46,6 +46,7 @@ from wsi.data.labels import grid_labels
 from wsi.data.patches import check_wsi_dir, read_patch
 from wsi.data.skipping import UnreadableGrid
 from wsi.data.slide import SlideError, SlideNotFoundError, find_slide, open_slide
+from wsi.data.slide_handles import SlideHandles
 from wsi.errors import DatasetError
 from wsi.geometry import GeometryError, GridSpec
 from wsi.orientation import orient
@@ -316,18 +317,12 @@ class GridSlideDataset(_GridDataset):
                     raise DatasetError(f"{coords_path}: line {number}: {err}") from None
         for path in self._slide_paths.values():  # a slide that does not open at all fails here, in one line
             open_slide(path).close()
-        self._slides, self._owner = {}, None
+        self._handles = SlideHandles()  # per worker process: opened on first use, kept open
         super().__init__(rows, json_path, img_size, patch_size, crop_size, normalize, label_mode, augment, seed,
                          coords_path, raw)
 
     def _slide(self, pid):
-        # Handles are per process: a forked worker must not share its parent's OpenSlide handles.
-        if self._owner != os.getpid():
-            self._slides, self._owner = {}, os.getpid()
-        slide = self._slides.get(pid)
-        if slide is None:
-            slide = self._slides[pid] = open_slide(self._slide_paths[pid])
-        return slide
+        return self._handles.get(self._slide_paths[pid])
 
     def read_image(self, idx):
         pid, x, y = self._coords[idx]
@@ -339,15 +334,7 @@ class GridSlideDataset(_GridDataset):
 
     def close(self):
         """Close the slides this process opened."""
-        if self._owner == os.getpid():
-            for slide in self._slides.values():
-                slide.close()
-        self._slides = {}
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_slides"], state["_owner"] = {}, None  # handles do not pickle (spawned workers reopen)
-        return state
+        self._handles.close()
 
 
 __all__ = ["DatasetError", "GridDraws", "GridImageDataset", "GridSlideDataset", "JITTER", "LABEL_MODES",

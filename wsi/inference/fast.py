@@ -27,7 +27,6 @@ neighbour patch is done and writes them into the map.
 """
 
 import logging
-import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -37,7 +36,7 @@ import torch
 from tqdm import tqdm
 
 from wsi.data.crops import normalize
-from wsi.data.slide import open_slide
+from wsi.data.slide_handles import SlideHandles
 from wsi.geometry import fast_mode_problem
 from wsi.inference.common import BusyClock, autocast, model_device
 from wsi.inference.damaged import positions_using, read_block_tolerant
@@ -70,19 +69,14 @@ class BlockReader:
     def __init__(self, wsi_path, regions, threads=0, lattice=None, blocks=None):
         self.wsi_path, self.regions, self.threads = wsi_path, list(regions), max(0, int(threads))
         self.lattice, self.blocks = lattice, blocks
-        self._local = threading.local()
-        self._slides, self._lock = [], threading.Lock()
+        self._handles = SlideHandles(capacity=1)  # one per reading thread
 
     def __len__(self):
         return len(self.regions)
 
     def read(self, index):
         """Block ``index``: ``regions[index] = (x, y, w, h)`` at level 0: ``(block [h, w, 3] uint8, bad, reason)``."""
-        slide = getattr(self._local, "slide", None)
-        if slide is None:
-            slide = self._local.slide = open_slide(self.wsi_path)
-            with self._lock:
-                self._slides.append(slide)
+        slide = self._handles.get(self.wsi_path)
         x, y, w, h = self.regions[index]
         if self.lattice is None:
             return (np.require(slide.read_region((x, y), 0, (w, h)), requirements=("C", "W")),
@@ -110,10 +104,7 @@ class BlockReader:
                     future.cancel()
 
     def close(self):
-        with self._lock:
-            for slide in self._slides:
-                slide.close()
-            self._slides.clear()
+        self._handles.close()
 
 
 class PatchLattice:
