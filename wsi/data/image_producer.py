@@ -42,9 +42,9 @@ from wsi.data.annotation import load_annotations
 from wsi.data.coords import read_coords
 from wsi.data.crops import crop_grid, normalize as scale_pixels
 from wsi.data.draws import DRAW_FIELDS, JITTER, GridDraws, draw_augmentation, pack_draws
+from wsi.data.failed_items import FailedItem
 from wsi.data.labels import grid_labels
 from wsi.data.patches import check_wsi_dir, read_patch
-from wsi.data.skipping import UnreadableGrid
 from wsi.data.slide import SlideError, SlideNotFoundError, find_slide, open_slide
 from wsi.data.slide_handles import SlideHandles
 from wsi.errors import DatasetError
@@ -209,7 +209,7 @@ class _GridDataset(torch.utils.data.Dataset):
         except UnreadableImage as err:
             # Not raised: a worker's exception reaches the main process wrapped in a traceback. The loader
             # (wsi.data.skipping) leaves the grid out, logs it once and counts it.
-            return UnreadableGrid(idx, err.where, err.reason, self.item_shapes())
+            return FailedItem(idx, err, self.item_shapes())
         return make_grid(image, self.labels(idx), self._patch_size, self._crop_size,
                          draws=self.draws(idx), normalize=self._normalize)
 
