@@ -51,6 +51,7 @@ from wsi.errors import DatasetError
 from wsi.geometry import GeometryError, GridSpec
 from wsi.orientation import orient
 
+
 class UnreadableImage(Exception):
     """The image of one grid cannot be read (a damaged tile, a broken PNG): the grid is skipped, not fatal."""
 

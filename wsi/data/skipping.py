@@ -2,10 +2,10 @@
 
 A dataset item that cannot be read (a damaged tile of a slide, a PNG cut short) comes back from the dataset as
 a :class:`~wsi.data.failed_items.FailedItem` instead of raising: an exception raised in a DataLoader worker
-reaches the main process wrapped in the worker's traceback. :func:`collate_grids` leaves those items out of the batch and passes
-them along, and :class:`SkippingLoader` (what ``train.py`` iterates) logs each unreadable grid once, counts the
-skips of the epoch and raises a one-line :class:`~wsi.errors.ParameterError` as soon as more than ``max_share`` of
-the epoch's grids have failed.
+reaches the main process wrapped in the worker's traceback. :func:`collate_grids` leaves those items out of the
+batch and passes them along, and :class:`SkippingLoader` (what ``train.py`` iterates) logs each unreadable grid
+once, counts the skips of the epoch and raises a one-line :class:`~wsi.errors.ParameterError` as soon as more
+than ``max_share`` of the epoch's grids have failed.
 """
 
 import logging
