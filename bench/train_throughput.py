@@ -45,6 +45,7 @@ from wsi.data.coords import write_coords
 from wsi.data.grid_augment import augment_grids
 from wsi.data.image_producer import make_grid
 from wsi.data.patches import generate_patches
+from wsi.geometry import GridSpec
 from wsi.model import build_model
 
 FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "data" / "cmu_small_region.svs"
@@ -209,7 +210,7 @@ def channels_last_check(cfg, device, steps, amp=False):
     largest difference of the first step's loss and gradients between the two."""
     generator = torch.Generator().manual_seed(0)
     batch = 2 * cfg["batch_size"]
-    shape = (batch, (cfg["image_size"] // cfg["patch_size"]) ** 2, 3, cfg["crop_size"], cfg["crop_size"])
+    shape = (batch, GridSpec.from_config(cfg).num_nodes, 3, cfg["crop_size"], cfg["crop_size"])
     data = (torch.rand(shape, generator=generator) * 2 - 1).to(device)
     target = (torch.rand(shape[:2], generator=generator) > 0.5).float().to(device)
     out = {}

@@ -5,8 +5,8 @@ import json
 import pytest
 
 from tests.conftest import ROOT
-from wsi.config import (ConfigError, dataset_source, grid_size, label_mode, load_config, patch_per_side,
-                        save_config)
+from wsi.config import ConfigError, dataset_source, label_mode, load_config, save_config
+from wsi.geometry import GridSpec
 
 ORIGINAL = json.loads((ROOT / "configs" / "resnet18_crf.json").read_text())
 
@@ -39,7 +39,8 @@ def test_shipped_configs_have_the_original_bytes_and_load():
         assert list(cfg) == ["model", "use_crf", "batch_size", "image_size", "patch_size", "crop_size", "lr",
                              "momentum", "data_path_tumor_train", "data_path_normal_train", "data_path_tumor_valid",
                              "data_path_normal_valid", "json_path_train", "json_path_valid", "epoch", "log_every"]
-        assert (grid_size(cfg), patch_per_side(cfg), label_mode(cfg)) == (9, 3, "positive")
+        grid = GridSpec.from_config(cfg)
+        assert (grid.num_nodes, grid.side, label_mode(cfg)) == (9, 3, "positive")
         assert path.read_text() == json.dumps(cfg, indent=1) + "\n"
     assert (ROOT / "configs" / "resnet18_base.json").stat().st_size == 475
     assert (ROOT / "configs" / "resnet18_crf.json").stat().st_size == 474

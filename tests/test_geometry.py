@@ -5,10 +5,7 @@ tissue mask at level 3 (64×), a probability map, nms.py and export.py must put 
 came from, with or without ``--level``; the original's ``2**level`` rule would put them at 1/8 of their place.
 """
 
-import ast
 import json
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,7 +14,6 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import ROOT
 from wsi.arrays import load_array, read_sidecar, save_array, sidecar_path
 from wsi.bin import export as export_cli
 from wsi.bin import nms as nms_cli
@@ -179,41 +175,3 @@ def test_folder_modes_of_tissue_mask_and_nms(tmp_path):
     np.save(maps / "c.npy", np.full((4, 4), np.nan))  # a bad map costs itself only: exit 1, the others done
     assert nms_cli.main([str(maps), str(tmp_path / "csv")]) == 1
     assert sorted(p.name for p in (tmp_path / "csv").iterdir()) == ["a.csv", "b.csv"]
-
-
-# Layering -------------------------------------------------------------------------------------------------------
-
-RANKS = {"wsi.errors": 0, "wsi.constants": 0, "wsi.fileio": 1, "wsi.geometry": 1, "wsi.device": 1,
-         "wsi.arrays": 2, "wsi.cli": 2, "wsi.config": 2, "wsi.data": 3, "wsi.model": 3, "wsi.synthetic": 4,
-         "wsi.inference": 4, "wsi.eval": 4, "wsi.bin": 5}
-
-
-def _rank(module):
-    for prefix in sorted(RANKS, key=len, reverse=True):
-        if module == prefix or module.startswith(prefix + "."):
-            return prefix, RANKS[prefix]
-    return module, None
-
-
-def test_packages_import_only_downward():
-    upward = []
-    for path in sorted((ROOT / "wsi").rglob("*.py")):
-        module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
-        home, rank = _rank(module)
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else [])
-            for name in names:
-                if name.startswith("wsi"):
-                    target, target_rank = _rank(name)
-                    if target != home and target_rank is not None and rank is not None and target_rank >= rank:
-                        upward.append(f"{module} imports {name}")
-    assert upward == []
-
-
-@pytest.mark.parametrize("module", ["wsi.geometry", "wsi.arrays", "wsi.data.wsi_producer", "wsi.model.checkpoint",
-                                    "wsi.inference.runner", "wsi.data.hard_negatives"])
-def test_each_module_imports_alone(module):
-    # A fresh interpreter per module: an import cycle hidden by the import order elsewhere shows up here.
-    result = subprocess.run([sys.executable, "-c", f"import {module}"], cwd=ROOT, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr

@@ -300,8 +300,8 @@ def test_build_model_from_the_original_configs():
     [
         ({"model": "resnet19"}, "model 'resnet19' is not one of resnet18, resnet34"),
         ({"use_crf": "yes"}, "use_crf must be true or false"),
-        ({"image_size": 700}, "image_size 700 must be a positive multiple of patch_size 256"),
-        ({"patch_size": 0}, "must be a positive multiple of patch_size 0"),
+        ({"image_size": 700}, "image_size 700 is not a multiple of patch_size 256"),
+        ({"patch_size": 0}, "patch_size must be a positive integer, got 0"),
     ],
 )
 def test_build_model_errors(change, message):

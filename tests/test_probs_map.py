@@ -17,11 +17,9 @@ from wsi.bin import probs_map as cli
 from wsi.data.pyramid import write_pyramid_from_array
 from wsi.data.slide import open_slide
 from wsi.data.wsi_producer import GridWSIPatchDataset
-from wsi.geometry import GeometryError, GridSpec, fast_mode_problem, mask_geometry, transform_image
+from wsi.geometry import GeometryError, GridSpec, fast_mode_problem, mask_geometry
 from wsi.inference import InferenceStats, compute_probs_map, fast_probs_map, faithful_probs_map
 from wsi.inference.runner import plan_jobs, select_shard
-from wsi.geometry import TRANSFORMS
-from wsi.inference.tta import grid_permutation, transform_patches
 from wsi.model import MODELS
 from wsi.model.checkpoint import save_checkpoint
 
@@ -194,22 +192,6 @@ def test_amp_runs_on_the_cpu(slide_path, crf_model, maps):
     probs = compute_probs_map(crf_model, slide_path, small, GRID, num_workers=0, amp=True, progress=False)
     assert probs.dtype == np.float64 and np.count_nonzero(probs) == 1
     assert probs[20, 4] == pytest.approx(maps[1][20, 4], abs=0.1)  # bfloat16 backbone: close, not equal
-
-
-# TTA -----------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("flip, rotate", TRANSFORMS)
-def test_transforms_match_pil(flip, rotate):
-    image = texture(6, 6, 1)
-    from PIL import Image
-
-    expected = np.asarray(transform_image(Image.fromarray(image), flip, rotate))
-    got = transform_patches(torch.from_numpy(image).permute(2, 0, 1)[None], flip, rotate)[0].permute(1, 2, 0)
-    assert np.array_equal(got.numpy(), expected)
-    # The permutation: cell i of the transformed 3x3 image shows cell perm[i] of the original.
-    cells = np.kron(np.arange(9, dtype=np.uint8).reshape(3, 3), np.ones((2, 2), np.uint8))
-    moved = np.asarray(transform_image(Image.fromarray(cells), flip, rotate))
-    assert np.array_equal(moved[::2, ::2].reshape(-1), grid_permutation(3, flip, rotate))
-    assert grid_permutation(3, flip, rotate)[4] == 4
 
 
 # Geometry ------------------------------------------------------------------------------------------------------

@@ -301,19 +301,28 @@ def check_array(array, where="array", what="tissue mask", check_finite=True):
                                  f"the first at [x={i}, y={j}]")
 
 
+def level_cell_size(level):
+    """Level-0 pixels per cell of a map that has no sidecar, made at ``--level`` ``level``: the original's rule
+    ``2**level`` (a 2× pyramid). The one place that rule lives; a map with a sidecar has its stride instead."""
+    level = int(level)
+    if level < 0:
+        raise ParameterError(f"{{level}} must be at least 0, got {level}")
+    return float(2 ** level)
+
+
 def cell_size(info, level, where):
     """Level-0 pixels per cell of an array with sidecar ``info`` (or None) given ``--level`` (or None).
 
     With a sidecar, its ``stride``; a ``--level`` that disagrees with it is a one-line error naming both. Without
-    one, the original's rule ``2**level`` (``level`` default 6).
+    one, the original's rule ``2**level`` (``level`` default 6, :func:`level_cell_size`).
     """
     if info is None:
-        level = DEFAULT_MAP_LEVEL if level is None else int(level)
-        if level < 0:
-            raise ParameterError(f"{{level}} must be at least 0, got {level}")
-        return float(2 ** level)
+        return level_cell_size(DEFAULT_MAP_LEVEL if level is None else level)
     if level is not None:
-        agrees = level == info.level if info.level is not None else float(2 ** level) == info.stride
+        if info.level is not None:
+            agrees = level == info.level
+        else:
+            agrees = level >= 0 and level_cell_size(level) == info.stride
         if not agrees:
             raise ParameterError(f"{where}: {{level}} {level} disagrees with {sidecar_path(where).name} "
                                  f"({info.describe()}); drop {{level}} or give the level the array was made at")

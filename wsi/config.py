@@ -120,16 +120,6 @@ def dataset_source(cfg, name):
     return {"kind": "patches", "data_path": cfg[f"data_path_{name}"], "json_path": json_path}
 
 
-def patch_per_side(cfg):
-    """Cells per side of a grid: ``image_size // patch_size`` (3) of a validated config."""
-    return cfg["image_size"] // cfg["patch_size"]
-
-
-def grid_size(cfg):
-    """Cells per grid, the CRF's number of nodes: ``(image_size // patch_size) ** 2`` (9) of a validated config."""
-    return patch_per_side(cfg) ** 2
-
-
 def label_mode(cfg):
     """The config's ``label_mode``, ``"positive"`` (the original's rule) when absent."""
     return cfg.get("label_mode", DEFAULT_LABEL_MODE)

@@ -1,4 +1,4 @@
-"""Geometry shared by every stage: masks on slides, grids of patches, crops, flips and rotations.
+"""Geometry shared by every stage: masks on slides, grids of patches and their crops.
 
 The bottom of the package (beside :mod:`wsi.errors` and :mod:`wsi.fileio`): sampling, training and inference
 all take their geometry from here.
@@ -19,7 +19,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
 
 from wsi.errors import GeometryError
 
@@ -160,28 +159,19 @@ class GridSpec:
     crop_size: int
 
     def __post_init__(self):
-        for name in ("image_size", "patch_size", "crop_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise GeometryError(f"the config: {name} must be a positive integer, got {value!r}")
-        if self.image_size % self.patch_size:
-            raise GeometryError(f"the config: image_size {self.image_size} is not a multiple of "
-                                f"patch_size {self.patch_size}")
-        if self.crop_size > self.patch_size:
-            raise GeometryError(f"the config: crop_size {self.crop_size} is larger than patch_size "
-                                f"{self.patch_size}")
+        check_grid_sizes(self.image_size, self.patch_size, self.crop_size)
 
     @classmethod
     def from_config(cls, cfg, source="the config"):
         """The grid a config describes (keys ``image_size``, ``patch_size``, ``crop_size``)."""
-        try:
-            sizes = {key: cfg[key] for key in ("image_size", "patch_size", "crop_size")}
-        except KeyError as err:
-            raise GeometryError(f"{source}: missing key {err.args[0]!r}") from None
-        try:
-            return cls(**sizes)
-        except GeometryError as err:
-            raise GeometryError(str(err).replace("the config", str(source), 1)) from None
+        return cls(**_config_sizes(cfg, ("image_size", "patch_size", "crop_size"), source))
+
+    @staticmethod
+    def nodes_of_config(cfg, source="the config"):
+        """Patches per grid G = ``(image_size // patch_size)²`` of a config that may lack ``crop_size`` (a model's
+        config: the CRF's number of nodes), validated as :class:`GridSpec` validates them."""
+        sizes = _config_sizes(cfg, ("image_size", "patch_size"), source)
+        return (sizes["image_size"] // sizes["patch_size"]) ** 2
 
     @property
     def side(self):
@@ -210,6 +200,32 @@ class GridSpec:
     def region_origin(self, centre):
         """Level-0 top-left of the region centred on ``centre`` (one axis): ``int(centre − image_size / 2)``."""
         return int(centre - self.image_size / 2)
+
+
+def check_grid_sizes(image_size, patch_size, crop_size=None, source="the config"):
+    """Raise a one-line :class:`GeometryError` naming ``source`` unless the sizes make a grid: positive integers,
+    ``image_size`` a multiple of ``patch_size``, ``crop_size`` (when given) at most ``patch_size``. The one place
+    these rules live (configs, datasets, models)."""
+    sizes = {"image_size": image_size, "patch_size": patch_size}
+    if crop_size is not None:
+        sizes["crop_size"] = crop_size
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise GeometryError(f"{source}: {name} must be a positive integer, got {value!r}")
+    if image_size % patch_size:
+        raise GeometryError(f"{source}: image_size {image_size} is not a multiple of patch_size {patch_size}")
+    if crop_size is not None and crop_size > patch_size:
+        raise GeometryError(f"{source}: crop_size {crop_size} is larger than patch_size {patch_size}")
+
+
+def _config_sizes(cfg, keys, source):
+    """``{key: cfg[key]}`` for ``keys``, validated by :func:`check_grid_sizes`; errors name ``source``."""
+    try:
+        sizes = {key: cfg[key] for key in keys}
+    except KeyError as err:
+        raise GeometryError(f"{source}: missing key {err.args[0]!r}") from None
+    check_grid_sizes(**sizes, source=source)
+    return sizes
 
 
 def fast_mode_problem(geometry, grid, eight_avg=False):
@@ -249,41 +265,3 @@ def grid_points(centres, patch_size, patch_per_side):
     xs = centres[:, 0, None, None] + offsets[None, None, :]
     ys = centres[:, 1, None, None] + offsets[None, :, None]
     return np.stack(np.broadcast_arrays(xs, ys), axis=-1)
-
-
-# Flips and rotations ---------------------------------------------------------------------------------------------
-
-#: The original's eight (flip, rotate) pairs, in the order it computes and sums them (``--eight_avg``).
-TRANSFORMS = (
-    ("NONE", "NONE"), ("NONE", "ROTATE_90"), ("NONE", "ROTATE_180"), ("NONE", "ROTATE_270"),
-    ("FLIP_LEFT_RIGHT", "NONE"), ("FLIP_LEFT_RIGHT", "ROTATE_90"), ("FLIP_LEFT_RIGHT", "ROTATE_180"),
-    ("FLIP_LEFT_RIGHT", "ROTATE_270"),
-)
-FLIPS = ("NONE", "FLIP_LEFT_RIGHT")
-ROTATES = ("NONE", "ROTATE_90", "ROTATE_180", "ROTATE_270")
-QUARTER_TURNS = {"NONE": 0, "ROTATE_90": 1, "ROTATE_180": 2, "ROTATE_270": 3}
-
-
-def check_transform(flip, rotate):
-    if flip not in FLIPS:
-        raise ValueError(f"flip must be one of {FLIPS}, got {flip!r}")
-    if rotate not in ROTATES:
-        raise ValueError(f"rotate must be one of {ROTATES}, got {rotate!r}")
-
-
-def transform_image(image, flip, rotate):
-    """Apply the original's PIL transposes to a PIL image: flip left-right first, then rotate counter-clockwise."""
-    check_transform(flip, rotate)
-    if flip == "FLIP_LEFT_RIGHT":
-        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    if rotate != "NONE":
-        image = image.transpose(getattr(Image.Transpose, rotate))
-    return image
-
-
-def transform_array(array, flip, rotate, axes=(0, 1)):
-    """The same transform on an array whose ``axes`` are (rows, cols): ``np.fliplr`` then ``np.rot90`` (CCW)."""
-    check_transform(flip, rotate)
-    if flip == "FLIP_LEFT_RIGHT":
-        array = np.flip(array, axis=axes[1])
-    return np.rot90(array, QUARTER_TURNS[rotate], axes=axes)

@@ -27,11 +27,11 @@ import csv
 import math
 import os
 import random
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from wsi.data.slide import RegionReadError, SlideError, open_slide, truncation
+from wsi.data.slide_handles import SlideHandles
 from wsi.geometry import MAP_DOWNSAMPLE, nearest_level
 
 #: Suffixes of the formats OpenSlide reads (lower case): Aperio, Hamamatsu, Leica, MIRAX, Philips, Sakura,
@@ -153,22 +153,15 @@ def sample_regions(regions, sample, seed, share=0.0):
     return [regions[i] for i in sorted(keep)]
 
 
-class _Reader(threading.local):
-    """Each thread's own open slide, the one it read last (Slide reopens itself after a read error)."""
-
-    slide = None
-
-    def read(self, path, level, location, size):
-        """Decode one region; None when it decodes, else the one-line reason."""
-        if self.slide is None or self.slide.path != path:
-            if self.slide is not None:
-                self.slide.close()
-            self.slide = open_slide(path)
-        try:
-            self.slide.read_region_image(location, level, size)
-        except RegionReadError as err:
-            return str(err)  # names the file, the level, the region and the decoder's reason
-        return None
+def _read(handles, path, level, location, size):
+    """Decode one region with this thread's handle of ``path`` (:class:`~wsi.data.slide_handles.SlideHandles`,
+    one slide per thread: the one it read last; Slide reopens itself after a read error); None when it decodes,
+    else the one-line reason."""
+    try:
+        handles.get(path).read_region_image(location, level, size)
+    except RegionReadError as err:
+        return str(err)  # names the file, the level, the region and the decoder's reason
+    return None
 
 
 def _open_report(path, annotations, labels, need_level):
@@ -242,7 +235,7 @@ def check_tree(root, *, full=False, sample=64, region=512, need_level=6, workers
     root = Path(root)
     annotations, labels = find_annotations(root), read_labels(root)
     reports = [_open_report(path, annotations, labels, need_level) for path in find_slides(root)]
-    reader = _Reader()
+    handles = SlideHandles(capacity=1)
     workers = workers or os.cpu_count() or 1
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
         for index, report in enumerate(reports):
@@ -251,7 +244,7 @@ def check_tree(root, *, full=False, sample=64, region=512, need_level=6, workers
             regions = level_regions(report.level_dimensions, report.level_downsamples, region)
             report.regions_total = len(regions)
             todo = regions if full else sample_regions(regions, sample, seed + index, share=share)
-            results = pool.map(lambda r: reader.read(report.path, *r), todo)
+            results = pool.map(lambda r: _read(handles, report.path, *r), todo)
             for failure in results:
                 report.regions_tried += 1
                 if failure is None:
@@ -260,6 +253,7 @@ def check_tree(root, *, full=False, sample=64, region=512, need_level=6, workers
                     report.problems.append(failure)
                 if progress is not None:
                     progress(1)
+    handles.close()
     return reports
 
 

@@ -1,7 +1,7 @@
 """The grid augmentation of :mod:`wsi.data.image_producer`, batched on the training device.
 
 DataLoader workers of a dataset built with ``device_augment=True`` only read and decode each grid region and
-draw its augmentation (the same :class:`~wsi.data.image_producer.GridDraws` from the same generator); items are
+draw its augmentation (the same :class:`~wsi.data.draws.GridDraws` from the same generator); items are
 ``((image [S, S, 3] uint8, draws [DRAW_FIELDS] float64), labels [G] float32)``, the labels already flipped and
 rotated with the draws. :func:`augment_grids` then applies, on whatever device the batch is on and for the
 whole batch at once:
@@ -21,29 +21,10 @@ level before scaling (README, "Differences from the original", gives the measure
 
 import torch
 
+from wsi.data.crops import crop_grid, normalize as scale_pixels
+from wsi.data.draws import DRAW_FIELDS, FACTORS, FLIP, JITTER_ON, ORDER, ROTATE, pack_draws, unpack_draws
 from wsi.geometry import GridSpec
-
-#: Layout of a packed draws vector: order (4 entries), brightness, contrast, saturation, hue, flip, rotate, jitter.
-DRAW_FIELDS = 11
-_ORDER, _FACTORS, _FLIP, _ROTATE, _JITTER = slice(0, 4), slice(4, 8), 8, 9, 10
-
-
-def pack_draws(draws):
-    """A :class:`GridDraws` (or None: no augmentation) as a float64 vector ``[DRAW_FIELDS]`` that collates."""
-    if draws is None:
-        return torch.tensor([0, 1, 2, 3, 1, 1, 1, 0, 0, 0, 0], dtype=torch.float64)
-    return torch.tensor([*draws.order, draws.brightness, draws.contrast, draws.saturation, draws.hue,
-                         float(draws.flip), float(draws.rotate), float(draws.jitter)], dtype=torch.float64)
-
-
-def unpack_draws(vector):
-    """Inverse of :func:`pack_draws` for one row: returns a :class:`GridDraws`."""
-    from wsi.data.image_producer import GridDraws
-
-    v = vector.tolist() if isinstance(vector, torch.Tensor) else list(vector)
-    return GridDraws(order=tuple(int(i) for i in v[:4]), brightness=v[4], contrast=v[5], saturation=v[6],
-                     hue=v[7], flip=bool(v[8]), rotate=int(v[9]), jitter=bool(v[10]))
-
+from wsi.orientation import orient
 
 # Pillow's colour arithmetic on float32 tensors holding integers 0..255, [N, 3, H, W] ------------------------------
 def _blend(degenerate, image, factor):
@@ -129,9 +110,9 @@ def color_jitter(images, draws):
     ``images`` float32 ``[B, 3, H, W]`` holding integers 0..255; ``draws`` ``[B, DRAW_FIELDS]`` on the CPU. Each of
     the four steps applies each adjustment to the items that drew it at that step (16 batched calls at most).
     """
-    order = draws[:, _ORDER].to(torch.int64)
-    factors = draws[:, _FACTORS]
-    jitter = draws[:, _JITTER] != 0
+    order = draws[:, ORDER].to(torch.int64)
+    factors = draws[:, FACTORS]
+    jitter = draws[:, JITTER_ON] != 0
     images = images.clone()
     for step in range(4):
         for kind, adjust in enumerate(ADJUSTMENTS):
@@ -142,20 +123,17 @@ def color_jitter(images, draws):
     return images
 
 
-def orient(images, draws):
-    """Each item's left-right flip, then its k quarter turns counter-clockwise (``np.rot90``/PIL ``rotate(90·k)``
-    on axes (rows, cols)); ``images`` ``[B, 3, S, S]``, batched by the 8 (flip, k) cases."""
+def orient_batch(images, draws):
+    """Each item's left-right flip, then its k quarter turns counter-clockwise (:func:`wsi.orientation.orient` on
+    axes (rows, cols)); ``images`` ``[B, 3, S, S]``, batched by the 8 (flip, k) cases."""
     out = images.clone()
-    cases = draws[:, _FLIP].to(torch.int64) * 4 + draws[:, _ROTATE].to(torch.int64)
+    cases = draws[:, FLIP].to(torch.int64) * 4 + draws[:, ROTATE].to(torch.int64)
     for case in torch.unique(cases).tolist():
         flip, turns = divmod(case, 4)
         if case == 0:
             continue
         chosen = torch.nonzero(cases == case).flatten().to(images.device, non_blocking=True)
-        part = images[chosen]
-        if flip:
-            part = torch.flip(part, dims=(-1,))
-        out[chosen] = torch.rot90(part, turns, dims=(-2, -1))
+        out[chosen] = orient(images[chosen], bool(flip), turns, axes=(-2, -1))
     return out
 
 
@@ -173,17 +151,16 @@ def augment_grids(images, draws, patch_size, crop_size, normalize=True, channels
     """
     draws = draws.cpu()
     batch = images.permute(0, 3, 1, 2).to(torch.float32)  # [B, 3, S, S]
-    if bool((draws[:, _JITTER] != 0).any()):
+    if bool((draws[:, JITTER_ON] != 0).any()):
         batch = color_jitter(batch, draws)
-    batch = orient(batch, draws)
-    offsets = GridSpec(images.shape[1], patch_size, crop_size).crop_offsets()
-    grids = torch.stack([batch[:, :, r:r + crop_size, c:c + crop_size] for r in offsets for c in offsets], 1)
+    batch = orient_batch(batch, draws)
+    grids = crop_grid(batch, GridSpec(images.shape[1], patch_size, crop_size))
     if normalize:
-        grids = (grids - 128.0) / 128.0
+        grids = scale_pixels(grids)
     if channels_last:
         grids = grids.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
     return grids
 
 
 __all__ = ["ADJUSTMENTS", "DRAW_FIELDS", "adjust_brightness", "adjust_contrast", "adjust_hue", "adjust_saturation",
-           "augment_grids", "color_jitter", "orient", "pack_draws", "pil_grey", "unpack_draws"]
+           "augment_grids", "color_jitter", "orient_batch", "pack_draws", "pil_grey", "unpack_draws"]

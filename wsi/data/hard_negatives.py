@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wsi.arrays import cell_size, check_names_slide, check_same_slide, load_array
+from wsi.arrays import cell_size, check_names_slide, check_same_slide, level_cell_size, load_array
 from wsi.data.annotation import load_annotations
 from wsi.data.coords import read_coords, write_coords
 from wsi.data.labels import is_normal
@@ -43,7 +43,7 @@ def hard_negative_centres(probs_map, annotation, tissue=None, level=6, stride=HA
     position).
     """
     probs_map = np.asarray(probs_map, dtype=np.float64)
-    resolution = check_stride(stride, 2 ** int(level) if cell is None else cell)
+    resolution = check_stride(stride, level_cell_size(level) if cell is None else cell)
     k = stride // resolution
     nx, ny = -(-probs_map.shape[0] // k), -(-probs_map.shape[1] // k)
     padded = np.full((nx * k, ny * k), -np.inf)

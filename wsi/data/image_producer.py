@@ -30,7 +30,6 @@ before iterating an epoch (DataLoader workers copy the dataset when an iteration
 """
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,15 +40,16 @@ from PIL import Image
 from wsi.constants import LABEL_MODES
 from wsi.data.annotation import load_annotations
 from wsi.data.coords import read_coords
+from wsi.data.crops import crop_grid, normalize as scale_pixels
+from wsi.data.draws import DRAW_FIELDS, JITTER, GridDraws, draw_augmentation, pack_draws
+from wsi.data.failed_items import FailedItem
 from wsi.data.labels import grid_labels
 from wsi.data.patches import check_wsi_dir, read_patch
-from wsi.data.skipping import UnreadableGrid
 from wsi.data.slide import SlideError, SlideNotFoundError, find_slide, open_slide
+from wsi.data.slide_handles import SlideHandles
 from wsi.errors import DatasetError
 from wsi.geometry import GeometryError, GridSpec
-
-#: ColorJitter(brightness, contrast, saturation, hue) of the original.
-JITTER = (64.0 / 255, 0.75, 0.25, 0.04)
+from wsi.orientation import orient
 
 
 class UnreadableImage(Exception):
@@ -64,38 +64,6 @@ class UnreadableImage(Exception):
 
 
 # Augmentation, normalisation and cropping (one place for both datasets) ------------------------------------------
-@dataclass(frozen=True)
-class GridDraws:
-    """The random choices of one item.
-
-    ``order`` is the order of the colour adjustments (0 brightness, 1 contrast, 2 saturation, 3 hue) and the
-    factors are as torchvision's ``ColorJitter``; ``flip`` flips left-right, then ``rotate`` = k quarter turns
-    counter-clockwise. ``jitter=False`` skips the colour adjustments.
-    """
-
-    order: tuple = (0, 1, 2, 3)
-    brightness: float = 1.0
-    contrast: float = 1.0
-    saturation: float = 1.0
-    hue: float = 0.0
-    flip: bool = False
-    rotate: int = 0
-    jitter: bool = True
-
-
-def draw_augmentation(rng, jitter=JITTER):
-    """Draw a :class:`GridDraws` from the NumPy generator ``rng`` with the original's distributions."""
-    b, c, s, h = jitter
-    order = tuple(int(i) for i in rng.permutation(4))
-    brightness = float(rng.uniform(max(0.0, 1 - b), 1 + b))
-    contrast = float(rng.uniform(max(0.0, 1 - c), 1 + c))
-    saturation = float(rng.uniform(max(0.0, 1 - s), 1 + s))
-    hue = float(rng.uniform(-h, h))
-    flip = bool(rng.random() > 0.5)  # the original's np.random.rand() > 0.5
-    rotate = int(rng.integers(0, 4))
-    return GridDraws(order, brightness, contrast, saturation, hue, flip, rotate)
-
-
 def color_jitter(image, draws):
     """Apply the draws' colour adjustments to a PIL RGB image, in the drawn order (torchvision's ColorJitter)."""
     if not draws.jitter:
@@ -109,17 +77,6 @@ def color_jitter(image, draws):
     for i in draws.order:
         image = adjust[i](image)
     return image
-
-
-def orient(array, draws):
-    """The draws' left-right flip, then ``rotate`` quarter turns counter-clockwise, of an array with axes (rows,
-    cols, ...): a ``[S, S, 3]`` image or a ``[P, P]`` label grid. np.rot90 equals PIL's ROTATE_90 (the original's
-    ``img.rotate(90·k)``). Identity for ``draws=None``."""
-    if draws is None:
-        return array
-    if draws.flip:
-        array = np.fliplr(array)
-    return np.rot90(array, draws.rotate)
 
 
 def make_grid(image, labels, patch_size, crop_size, draws=None, normalize=True):
@@ -144,12 +101,12 @@ def make_grid(image, labels, patch_size, crop_size, draws=None, normalize=True):
         raise ValueError(f"grid image of shape {array.shape} does not hold {side}×{side} cells of {patch_size} px")
     # The same flip and counter-clockwise rotation on the image (axes rows, cols) and the label grid keep every
     # crop with its label.
-    array, labels = orient(array, draws), orient(labels, draws)
+    if draws is not None:
+        array, labels = orient(array, draws.flip, draws.rotate), orient(labels, draws.flip, draws.rotate)
     chw = np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.float32)
     if normalize:
-        chw = (chw - 128.0) / 128.0
-    offsets = GridSpec(size, patch_size, crop_size).crop_offsets()
-    crops = np.stack([chw[:, r:r + crop_size, c:c + crop_size] for r in offsets for c in offsets])
+        chw = scale_pixels(chw)
+    crops = crop_grid(chw, GridSpec(size, patch_size, crop_size))
     return torch.from_numpy(crops), torch.from_numpy(np.ascontiguousarray(labels).reshape(-1).copy())
 
 
@@ -208,11 +165,11 @@ class _GridDataset(torch.utils.data.Dataset):
     @property
     def grid_size(self):
         """Cells per grid, G."""
-        return (self._img_size // self._patch_size) ** 2
+        return self.grid.num_nodes
 
     @property
     def patch_per_side(self):
-        return self._img_size // self._patch_size
+        return self.grid.side
 
     @property
     def coords(self):
@@ -253,7 +210,7 @@ class _GridDataset(torch.utils.data.Dataset):
         except UnreadableImage as err:
             # Not raised: a worker's exception reaches the main process wrapped in a traceback. The loader
             # (wsi.data.skipping) leaves the grid out, logs it once and counts it.
-            return UnreadableGrid(idx, err.where, err.reason, self.item_shapes())
+            return FailedItem(idx, err, self.item_shapes())
         return make_grid(image, self.labels(idx), self._patch_size, self._crop_size,
                          draws=self.draws(idx), normalize=self._normalize)
 
@@ -261,24 +218,23 @@ class _GridDataset(torch.utils.data.Dataset):
     def item_shapes(self):
         """Shapes of an item's tensors (for a batch whose every grid failed): ``((G, 3, C, C), (G,))``, or with
         ``raw`` ``(((S, S, 3), (DRAW_FIELDS,)), (G,))``."""
-        nodes, crop = self.patch_per_side ** 2, self._crop_size
+        nodes, crop = self.grid.num_nodes, self._crop_size
         if self.raw:
-            from wsi.data.grid_augment import DRAW_FIELDS
-
             return ((self._img_size, self._img_size, 3), (DRAW_FIELDS,)), (nodes,)
         return (nodes, 3, crop, crop), (nodes,)
 
     def raw_item(self, idx):
         """``((image [S, S, 3] uint8, draws [DRAW_FIELDS] float64), labels [G] float32)``: the region as read
         (decoded once), the packed draws and the labels flipped and rotated with them."""
-        from wsi.data.grid_augment import pack_draws
-
         draws = self.draws(idx)
         image = np.array(self.read_image(idx), dtype=np.uint8)  # one copy out of PIL, writable for torch
         size = self._img_size
         if image.shape != (size, size, 3):
             raise ValueError(f"grid image of shape {image.shape}, expected ({size}, {size}, 3)")
-        labels = np.ascontiguousarray(orient(self.labels(idx), draws)).reshape(-1)
+        labels = self.labels(idx)
+        if draws is not None:
+            labels = orient(labels, draws.flip, draws.rotate)
+        labels = np.ascontiguousarray(labels).reshape(-1)
         return (torch.from_numpy(image), pack_draws(draws)), torch.from_numpy(labels)
 
 
@@ -362,18 +318,12 @@ class GridSlideDataset(_GridDataset):
                     raise DatasetError(f"{coords_path}: line {number}: {err}") from None
         for path in self._slide_paths.values():  # a slide that does not open at all fails here, in one line
             open_slide(path).close()
-        self._slides, self._owner = {}, None
+        self._handles = SlideHandles()  # per worker process: opened on first use, kept open
         super().__init__(rows, json_path, img_size, patch_size, crop_size, normalize, label_mode, augment, seed,
                          coords_path, raw)
 
     def _slide(self, pid):
-        # Handles are per process: a forked worker must not share its parent's OpenSlide handles.
-        if self._owner != os.getpid():
-            self._slides, self._owner = {}, os.getpid()
-        slide = self._slides.get(pid)
-        if slide is None:
-            slide = self._slides[pid] = open_slide(self._slide_paths[pid])
-        return slide
+        return self._handles.get(self._slide_paths[pid])
 
     def read_image(self, idx):
         pid, x, y = self._coords[idx]
@@ -385,17 +335,8 @@ class GridSlideDataset(_GridDataset):
 
     def close(self):
         """Close the slides this process opened."""
-        if self._owner == os.getpid():
-            for slide in self._slides.values():
-                slide.close()
-        self._slides = {}
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_slides"], state["_owner"] = {}, None  # handles do not pickle (spawned workers reopen)
-        return state
+        self._handles.close()
 
 
 __all__ = ["DatasetError", "GridDraws", "GridImageDataset", "GridSlideDataset", "JITTER", "LABEL_MODES",
-           "color_jitter", "dataset_from_config", "draw_augmentation", "make_grid",
-           "orient"]
+           "color_jitter", "dataset_from_config", "draw_augmentation", "make_grid"]

@@ -12,7 +12,6 @@ rest. A missing slide or a region that fails to decode does not stop the run: it
 ``<out>/failed.txt`` (``<i>\\t<pid>,<x>,<y>\\t<reason>`` per line, in line order).
 """
 
-import collections
 import filecmp
 import logging
 import multiprocessing
@@ -25,6 +24,7 @@ from tqdm import tqdm
 
 from wsi.data.coords import read_coords
 from wsi.data.slide import NotAFolderError, SlideError, SlideNotFoundError, find_slide, open_slide
+from wsi.data.slide_handles import SlideHandles
 from wsi.errors import InputError, ParameterError
 from wsi.fileio import atomic_open, atomic_path, remove_stale_temporaries
 
@@ -96,17 +96,7 @@ class PatchGenResult:
 
 
 # Worker side -----------------------------------------------------------------------------------------------------
-_open_slides = collections.OrderedDict()  # per process: slide path -> Slide, least recently used first
-
-
-def _get_slide(path):
-    slide = _open_slides.pop(path, None)
-    if slide is None:
-        slide = open_slide(path)
-        while len(_open_slides) >= OPEN_SLIDES:
-            _open_slides.popitem(last=False)[1].close()
-    _open_slides[path] = slide
-    return slide
+_slides = SlideHandles(capacity=OPEN_SLIDES)  # per process: the worker's open slides, least recently used closed
 
 
 def _write_chunk(task):
@@ -119,7 +109,7 @@ def _write_chunk(task):
     if not todo:
         return written, skipped, failures
     try:
-        slide = _get_slide(slide_path)
+        slide = _slides.get(slide_path)
         slide.check_level(level)
     except SlideError as err:
         return written, skipped, [(i, pid, x, y, str(err)) for i, pid, x, y in todo]
@@ -227,7 +217,7 @@ def generate_patches(wsi_dir, coords_path, out_dir, patch_size=768, level=0, num
         # A write stopped mid-way (Ctrl-C, SIGTERM) can leave its temporary: a worker's, or this process's own
         # when the signal lands as a temporary is handed over, before the block that removes it has begun.
         remove_stale_temporaries(out_dir, own=True)
-        _close_slides()
+        _slides.close()
 
     result.failed.sort()
     failed_path = out_dir / "failed.txt"
@@ -256,11 +246,6 @@ def check_level_up_front(slide_path, level):
 def _ignore_interrupts():
     """Pool workers leave Ctrl-C to the main process, which stops the pool: no traceback from each worker."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _close_slides():
-    while _open_slides:
-        _open_slides.popitem()[1].close()
 
 
 def summarize(result, out_dir):

@@ -1,29 +1,20 @@
 """Training goes on past a grid it cannot read, and stops with one line when too many fail.
 
 A dataset item that cannot be read (a damaged tile of a slide, a PNG cut short) comes back from the dataset as
-an :class:`UnreadableGrid` instead of raising: an exception raised in a DataLoader worker reaches the main
-process wrapped in the worker's traceback. :func:`collate_grids` leaves those items out of the batch and passes
-them along, and :class:`SkippingLoader` (what ``train.py`` iterates) logs each unreadable grid once, counts the
-skips of the epoch and raises a one-line :class:`~wsi.errors.ParameterError` as soon as more than ``max_share`` of
-the epoch's grids have failed.
+a :class:`~wsi.data.failed_items.FailedItem` instead of raising: an exception raised in a DataLoader worker
+reaches the main process wrapped in the worker's traceback. :func:`collate_grids` leaves those items out of the
+batch and passes them along, and :class:`SkippingLoader` (what ``train.py`` iterates) logs each unreadable grid
+once, counts the skips of the epoch and raises a one-line :class:`~wsi.errors.ParameterError` as soon as more
+than ``max_share`` of the epoch's grids have failed.
 """
 
 import logging
 
 import torch
-from torch.utils.data import default_collate
-
+from wsi.data.failed_items import collate_apart
 from wsi.errors import ParameterError
 
 logger = logging.getLogger(__name__)
-
-
-class UnreadableGrid:
-    """Stands for dataset item ``index`` whose image could not be read; ``where`` names the slide and region
-    (or the PNG), ``reason`` says why; ``shapes`` are the shapes of the item's tensors (grids, labels)."""
-
-    def __init__(self, index, where, reason, shapes):
-        self.index, self.where, self.reason, self.shapes = int(index), str(where), str(reason), tuple(shapes)
 
 
 def _empty(shape):
@@ -35,12 +26,12 @@ def _empty(shape):
 
 def collate_grids(items):
     """``(grids [n, G, 3, C, C], labels [n, G], skipped)``: the readable items collated, and the
-    :class:`UnreadableGrid` items left out (``n`` may be 0 when every item of the batch failed). Raw items
-    (``--augment device``) collate the same way, their grids being ``[images, draws]``."""
-    skipped = [item for item in items if isinstance(item, UnreadableGrid)]
-    kept = [item for item in items if not isinstance(item, UnreadableGrid)]
-    if kept:
-        data, target = default_collate(kept)
+    :class:`~wsi.data.failed_items.FailedItem` ones left out (``n`` may be 0 when every item of the batch failed;
+    the empty tensors take the shapes the items carry). Raw items (``--augment device``) collate the same way,
+    their grids being ``[images, draws]``."""
+    batch, skipped = collate_apart(items)
+    if batch is not None:
+        data, target = batch
     else:
         grid_shape, label_shape = skipped[0].shapes
         data, target = _empty(grid_shape), _empty(label_shape)

@@ -12,14 +12,15 @@ the whole region and runs all G crops through the network to keep one.
 
 from pathlib import Path
 
-import os
-
 import numpy as np
 from torch.utils.data import Dataset
 
+from wsi.data.crops import crop_grid, normalize
 from wsi.data.slide import open_slide
+from wsi.data.slide_handles import SlideHandles
 from wsi.data.tissue import load_tissue_mask
-from wsi.geometry import GridSpec, check_transform, mask_geometry, transform_image
+from wsi.geometry import GridSpec, mask_geometry
+from wsi.orientation import from_names, orient
 
 
 class GridWSIPatchDataset(Dataset):
@@ -48,12 +49,12 @@ class GridWSIPatchDataset(Dataset):
 
     def __init__(self, wsi_path, mask_path, image_size=768, patch_size=256, crop_size=224, normalize=True,
                  flip="NONE", rotate="NONE", geometry=None):
-        check_transform(flip, rotate)
+        self._orientation = from_names(flip, rotate)  # (flip, quarter turns)
         self._wsi_path = Path(wsi_path)
         self._grid = GridSpec(image_size, patch_size, crop_size)
         self._normalize = normalize
         self._flip, self._rotate = flip, rotate
-        self._slide, self._slide_pid = None, None
+        self._handles = SlideHandles(capacity=1)  # one handle per DataLoader worker, opened lazily
         if isinstance(mask_path, np.ndarray):
             self._mask = mask_path
             if geometry is None:
@@ -74,39 +75,24 @@ class GridWSIPatchDataset(Dataset):
     def __len__(self):
         return len(self._x_idcs)
 
-    def __getstate__(self):
-        # OpenSlide handles do not survive pickling (spawned workers): each worker opens its own.
-        state = self.__dict__.copy()
-        state["_slide"], state["_slide_pid"] = None, None
-        return state
-
     def position(self, idx):
         """The mask position ``(xm, ym)`` of item ``idx``."""
         return int(self._x_idcs[idx]), int(self._y_idcs[idx])
 
     def region(self, xm, ym):
         """The RGB PIL region of position ``(xm, ym)``, before flip and rotation."""
-        if self._slide is None or self._slide_pid != os.getpid():
-            # One handle per process: a handle inherited through fork is not shared with the parent.
-            self._slide, self._slide_pid = open_slide(self._wsi_path), os.getpid()
         x_center, y_center = self.geometry.centre(xm, ym)
         origin = (self._grid.region_origin(x_center), self._grid.region_origin(y_center))
         size = self._grid.image_size
-        return self._slide.read_region_image(origin, 0, (size, size))
+        return self._handles.get(self._wsi_path).read_region_image(origin, 0, (size, size))
 
     def __getitem__(self, idx):
         xm, ym = int(self._x_idcs[idx]), int(self._y_idcs[idx])
-        img = transform_image(self.region(xm, ym), self._flip, self._rotate)
+        img = orient(np.asarray(self.region(xm, ym)), *self._orientation)
         img = np.array(img, dtype=np.float32).transpose((2, 0, 1))  # [3, rows = y, cols = x]
         if self._normalize:
-            img = (img - 128.0) / 128.0
-        crop, offsets = self._grid.crop_size, self._grid.crop_offsets()
-        grid = np.empty((self._grid.num_nodes, 3, crop, crop), dtype=np.float32)
-        for i, (row, col) in enumerate((r, c) for r in offsets for c in offsets):
-            grid[i] = img[:, row:row + crop, col:col + crop]
-        return grid, xm, ym
+            img = normalize(img)
+        return crop_grid(img, self._grid), xm, ym
 
     def close(self):
-        if self._slide is not None:
-            self._slide.close()
-            self._slide = None
+        self._handles.close()

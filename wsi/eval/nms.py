@@ -19,7 +19,7 @@ import logging
 
 import numpy as np
 
-from wsi.arrays import check_array
+from wsi.arrays import check_array, level_cell_size
 from wsi.errors import ParameterError
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def nms(probs_map, level=6, radius=12, prob_thred=0.5, sigma=0.0, cell=None):
     check_array(np.asarray(probs_map), "probability map", "probability map")
     values = smooth(probs_map, sigma)
     size_x, size_y = values.shape
-    resolution = 2 ** int(level) if cell is None else cell
+    resolution = level_cell_size(level) if cell is None else cell
 
     flat = values.ravel()
     candidates = np.flatnonzero(flat > prob_thred)  # ascending = C order

@@ -1,37 +1,18 @@
 """A damaged tile costs the positions it covers, not the slide: tolerant reads for both inference modes.
 
 A corrupt JPEG tile or a truncated slide makes OpenSlide fail on every region that touches the bad tile. The
-faithful mode reads one region per position, so :class:`TolerantGrids` turns a failed read into a zero grid
-flagged with its reason; the fast mode reads large blocks, so :func:`read_block_tolerant` splits a block that
+faithful mode reads one region per position, so its loader (:func:`~wsi.inference.loader.guarded_loader` with
+``tolerate=(RegionReadError,)``) hands a failed read back as a :class:`~wsi.data.failed_items.FailedItem`
+beside the batch; the fast mode reads large blocks, so :func:`read_block_tolerant` splits a block that
 fails into halves, down to single patches, and reports the lattice patches that cannot be decoded. Positions
 that need such a region are left at 0 in the map and listed by :func:`write_failed_report` in
 ``<stem>.failed.txt`` next to the map.
 """
 
 import numpy as np
-from torch.utils.data import Dataset
 
 from wsi.data.slide import RegionReadError
 from wsi.fileio import atomic_open
-
-
-class TolerantGrids(Dataset):
-    """Items ``(grid, xm, ym, reason)`` of a :class:`~wsi.data.wsi_producer.GridWSIPatchDataset`; ``reason`` is
-    ``""`` for a grid read, or why its region could not be decoded (then ``grid`` is zeros)."""
-
-    def __init__(self, dataset, item_shape):
-        self.dataset, self.item_shape = dataset, tuple(item_shape)
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, index):
-        try:
-            grid, xm, ym = self.dataset[index]
-        except RegionReadError as err:
-            xm, ym = self.dataset.position(index)
-            return np.zeros(self.item_shape, dtype=np.float32), xm, ym, err.reason or "cannot decode"
-        return grid, xm, ym, ""
 
 
 def read_block_tolerant(slide, region, need, stride, crop):

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from wsi.data.slide import RegionReadError
 from wsi.data.wsi_producer import GridWSIPatchDataset
 from wsi.inference.common import BusyClock, autocast, model_device
-from wsi.inference.damaged import TolerantGrids
 from wsi.inference.loader import guarded_loader
 from wsi.inference.tta import transforms
 from wsi.model.inference import as_input
@@ -68,11 +68,16 @@ def faithful_probs_map(model, wsi_path, mask, grid, geometry, *, batch_size=20, 
         dataset = GridWSIPatchDataset(wsi_path, mask, grid.image_size, grid.patch_size, grid.crop_size,
                                       normalize=True, flip=flip, rotate=rotate, geometry=geometry)
         probs_map = np.zeros(mask.shape, dtype=np.float64)
-        # A region that cannot be decoded gives a zero grid and its reason: that position stays 0 and is listed.
-        item_shape = (grid.num_nodes, 3, grid.crop_size, grid.crop_size)
-        batches = guarded_loader(TolerantGrids(dataset, item_shape), batch_size=batch_size,
-                                 num_workers=num_workers, pin_memory=device.type == "cuda")
-        for step, (grids, x_mask, y_mask, reasons) in enumerate(batches, start=1):
+        # A region that cannot be decoded comes back beside the batch: that position stays 0 and is listed.
+        batches = guarded_loader(dataset, batch_size=batch_size, num_workers=num_workers,
+                                 pin_memory=device.type == "cuda", tolerate=(RegionReadError,))
+        for step, (items, unreadable) in enumerate(batches, start=1):
+            for item in unreadable:
+                failed[dataset.position(item.index)] = item.reason or "cannot decode"
+            bar.update(len(unreadable))
+            if items is None:
+                continue
+            grids, x_mask, y_mask = items
             # model(grids), with the patches laid out as the model expects (channels_last for inference_model).
             batch, nodes = grids.shape[:2]
             patches = as_input(model, grids.to(device, non_blocking=True).flatten(0, 1))
@@ -81,9 +86,6 @@ def faithful_probs_map(model, wsi_path, mask, grid, geometry, *, batch_size=20, 
                     feats, logits = model.embed(patches)
                 logits = model.grid_logits(feats.reshape(batch, nodes, -1), logits.reshape(batch, nodes))
             probs = torch.sigmoid(logits[:, kept].float()).cpu().numpy()
-            for k in (k for k, reason in enumerate(reasons) if reason):
-                probs[k] = 0.0
-                failed[int(x_mask[k]), int(y_mask[k])] = reasons[k]
             probs_map[x_mask.numpy(), y_mask.numpy()] = probs
             bar.update(len(probs))
             logger.debug("flip : %s, rotate : %s, batch : %d", flip, rotate, step)

@@ -16,7 +16,7 @@ patch ``u`` starting at level-0 ``u·s + a`` (``a`` a constant). So this module
 
 The embeddings are kept for a band of lattice rows only (``block rows + 2q``, a ring buffer), so memory does not
 grow with the slide's height; it grows with its width by ``rows × X_mask × D × 4`` bytes (D = 512 for
-ResNet-18). With ``eight_avg`` every patch is flipped/rotated (:func:`~wsi.inference.tta.transform_patches`) and
+ResNet-18). With ``eight_avg`` every patch is flipped/rotated (:func:`~wsi.orientation.orient`) and
 the grid's nodes are taken through :func:`~wsi.inference.tta.grid_permutation`, which gives the faithful mode's
 eight maps. The result equals the faithful map up to floating-point summation order (≤ 1e-5).
 
@@ -27,7 +27,6 @@ neighbour patch is done and writes them into the map.
 """
 
 import logging
-import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -36,12 +35,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from wsi.data.slide import open_slide
+from wsi.data.crops import normalize
+from wsi.data.slide_handles import SlideHandles
 from wsi.geometry import fast_mode_problem
 from wsi.inference.common import BusyClock, autocast, model_device
 from wsi.inference.damaged import positions_using, read_block_tolerant
-from wsi.inference.tta import grid_permutation, transform_patches, transforms
+from wsi.inference.tta import grid_permutation, transforms
 from wsi.model.inference import as_input
+from wsi.orientation import from_names, orient
 
 logger = logging.getLogger(__name__)
 
@@ -68,19 +69,14 @@ class BlockReader:
     def __init__(self, wsi_path, regions, threads=0, lattice=None, blocks=None):
         self.wsi_path, self.regions, self.threads = wsi_path, list(regions), max(0, int(threads))
         self.lattice, self.blocks = lattice, blocks
-        self._local = threading.local()
-        self._slides, self._lock = [], threading.Lock()
+        self._handles = SlideHandles(capacity=1)  # one per reading thread
 
     def __len__(self):
         return len(self.regions)
 
     def read(self, index):
         """Block ``index``: ``regions[index] = (x, y, w, h)`` at level 0: ``(block [h, w, 3] uint8, bad, reason)``."""
-        slide = getattr(self._local, "slide", None)
-        if slide is None:
-            slide = self._local.slide = open_slide(self.wsi_path)
-            with self._lock:
-                self._slides.append(slide)
+        slide = self._handles.get(self.wsi_path)
         x, y, w, h = self.regions[index]
         if self.lattice is None:
             return (np.require(slide.read_region((x, y), 0, (w, h)), requirements=("C", "W")),
@@ -108,10 +104,7 @@ class BlockReader:
                     future.cancel()
 
     def close(self):
-        with self._lock:
-            for slide in self._slides:
-                slide.close()
-            self._slides.clear()
+        self._handles.close()
 
 
 class PatchLattice:
@@ -189,7 +182,7 @@ def embed_block(model, block, lattice, need, origin, ring, pairs, *, batch_size,
     dataset does, ``(x − 128) / 128`` in float32, and computed once per transform of ``pairs``.
     """
     s, crop = lattice.stride, lattice.crop
-    image = (torch.from_numpy(block).to(device, non_blocking=True).permute(2, 0, 1).float() - 128.0) / 128.0
+    image = normalize(torch.from_numpy(block).to(device, non_blocking=True).permute(2, 0, 1).float())
     patches = image.unfold(1, crop, s).unfold(2, crop, s)  # [3, rows v, cols u, crop, crop]
     cols, rows = np.nonzero(need)
     for start in range(0, len(cols), batch_size):
@@ -197,7 +190,7 @@ def embed_block(model, block, lattice, need, origin, ring, pairs, *, batch_size,
         r = torch.from_numpy(rows[start:start + batch_size]).to(device)
         batch = patches[:, r, c].permute(1, 0, 2, 3)  # [n, 3, crop, crop]
         for t, (flip, rotate) in enumerate(pairs):
-            inputs = as_input(model, transform_patches(batch, flip, rotate))
+            inputs = as_input(model, orient(batch, *from_names(flip, rotate), axes=(2, 3)))
             with clock, autocast(device, amp):
                 feats, logits = model.embed(inputs)
             ring.store(t, r + origin[1], c + origin[0], feats, logits)

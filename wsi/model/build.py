@@ -2,28 +2,20 @@
 
 from wsi.constants import MODEL_NAMES
 from wsi.errors import InputError
+from wsi.geometry import GridSpec
 from wsi.model.resnet import resnet18, resnet34, resnet50, resnet101, resnet152
 
 MODELS = dict(zip(MODEL_NAMES, (resnet18, resnet34, resnet50, resnet101, resnet152)))
 
 
 def grid_size(cfg, source="the config"):
-    """Patches per grid, ``(image_size // patch_size) ** 2`` (9 for the original's 768 / 256).
+    """Patches per grid, ``(image_size // patch_size) ** 2`` (9 for the original's 768 / 256): the CRF's nodes.
 
-    Raises :class:`~wsi.errors.InputError` (one line naming ``source``) when the keys are missing or
-    ``image_size`` is not a positive multiple of ``patch_size``, as the original's ``train.py`` requires.
+    :meth:`wsi.geometry.GridSpec.nodes_of_config`, the one home of the grid's sizes and their rules: raises
+    :class:`~wsi.errors.GeometryError` (an :class:`~wsi.errors.InputError`, one line naming ``source``) when a key
+    is missing or ``image_size`` is not a positive multiple of ``patch_size``.
     """
-    try:
-        image_size, patch_size = int(cfg["image_size"]), int(cfg["patch_size"])
-    except KeyError as err:
-        raise InputError(f"{source}: missing key {err.args[0]!r}") from None
-    except (TypeError, ValueError):
-        raise InputError(f"{source}: image_size and patch_size must be integers") from None
-    if patch_size <= 0 or image_size <= 0 or image_size % patch_size:
-        raise InputError(
-            f"{source}: image_size {image_size} must be a positive multiple of patch_size {patch_size}"
-        )
-    return (image_size // patch_size) ** 2
+    return GridSpec.nodes_of_config(cfg, source)
 
 
 def build_model(cfg, num_nodes=None, source="the config"):
