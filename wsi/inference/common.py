@@ -56,10 +56,6 @@ def synchronize(device):
         torch.cuda.synchronize(device)
 
 
-def model_device(model):
-    return next(model.parameters()).device
-
-
 class BusyClock:
     """Seconds spent inside ``with clock:`` blocks (device-synchronised): the time the CNN is busy."""
 

@@ -21,17 +21,16 @@ from wsi.config import load_config
 from wsi.data.slide import SlideError, list_slides, names_many_slides, open_slide
 from wsi.data.tissue import load_tissue_mask
 from wsi.device import resolve_device
-from wsi.errors import InputError, OutputError, ParameterError, WSIError
+from wsi.errors import FastModeInexact, InputError, OutputError, ParameterError, WSIError
 from wsi.fileio import (check_not_inputs, check_writable, file_digest, is_complete_npy, npy_header, npy_path,
                         remove_stale_temporaries)
-from wsi.geometry import GridSpec, fast_mode_problem, mask_geometry
+from wsi.geometry import GridSpec, mask_geometry
 from wsi.inference.common import InferenceStats
 from wsi.inference.damaged import failed_report_path, write_failed_report
 from wsi.inference.fast import BLOCK_SIZE, fast_probs_map
 from wsi.inference.faithful import faithful_probs_map
 from wsi.inference.loader import ReadFailed
-from wsi.model import inference_model, load_model
-from wsi.model.runtime import resolve_runtime
+from wsi.model import InferencePass, PassOptions, inference_model, load_model
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +56,7 @@ def compute_probs_map(model, wsi_path, mask, grid, *, mode="fast", batch_size=20
 
     Parameters
     ----------
-    model : ResNetGrid in eval mode, on the device to use.
+    model : ResNetGrid in eval mode, on the device to use, or its :class:`~wsi.model.inference.InferencePass`.
     wsi_path : the slide.
     mask : bool ndarray ``[X_mask, Y_mask]``, the tissue mask.
     grid : GridSpec
@@ -79,21 +78,20 @@ def compute_probs_map(model, wsi_path, mask, grid, *, mode="fast", batch_size=20
         with open_slide(wsi_path) as slide:
             geometry = mask_geometry(slide.level_dimensions, slide.level_downsamples, mask.shape,
                                      mask_name=str(mask_name), slide_name=str(wsi_path))
-    num_nodes = getattr(getattr(model, "crf", None), "num_nodes", grid.num_nodes)
+    model = InferencePass.of(model)
+    num_nodes = model.crf_nodes or grid.num_nodes
     if num_nodes != grid.num_nodes:
         raise InputError(f"the model's CRF has {num_nodes} nodes but the grid has {grid.num_nodes} "
                          f"(image_size {grid.image_size} / patch_size {grid.patch_size})")
-    if mode == "fast":
-        problem = fast_mode_problem(geometry, grid, eight_avg)
-        if problem:
-            logger.info("%s: the fast mode would not give the faithful map exactly (%s); running the faithful mode",
-                        wsi_path, problem)
-            mode = "faithful"
     common = dict(num_workers=num_workers, eight_avg=eight_avg, amp=amp, progress=progress, stats=stats)
     if mode == "fast":
-        return fast_probs_map(model, wsi_path, mask, grid, geometry,
-                              batch_size=fast_patches or batch_size * grid.num_nodes,
-                              block_size=block_size, **common)
+        try:
+            return fast_probs_map(model, wsi_path, mask, grid, geometry,
+                                  batch_size=fast_patches or batch_size * grid.num_nodes,
+                                  block_size=block_size, **common)
+        except FastModeInexact as err:  # raised before any work: the one check of the fast mode's exactness
+            logger.info("%s: the fast mode would not give the faithful map exactly (%s); running the faithful mode",
+                        wsi_path, err.problem)
     return faithful_probs_map(model, wsi_path, mask, grid, geometry, batch_size=batch_size, **common)
 
 
@@ -234,8 +232,9 @@ def run_probs_maps(wsi, ckpt, cfg_path, mask, npy, *, mode="fast", device=None, 
     many slides, a slide that cannot be read at all is listed the same way and the run goes on.
     """
     device = resolve_device(device)
-    fallback = runtime == "auto"  # auto falls back to PyTorch's pass when the CPU runtime cannot run
-    runtime = resolve_runtime(runtime, device, amp=amp, compile=compile, optimize=optimize)
+    # The runtime decided once, before any work (auto falls back to PyTorch's pass when the CPU runtime cannot run).
+    options = PassOptions.resolve(device, runtime=runtime, optimize=optimize, compile=compile, amp=amp,
+                                  threads=threads)
     cfg = load_config(cfg_path)
     grid = GridSpec.from_config(cfg, source=cfg_path)
     # On the CPU, oneDNN runs ResNet-18 about 10 % faster on passes of 32 patches than of 180 (docs/probs_map.md,
@@ -286,14 +285,9 @@ def run_probs_maps(wsi, ckpt, cfg_path, mask, npy, *, mode="fast", device=None, 
     if not todo:
         return MapsWritten(failed=failed)
     configure_backends(device, tf32=tf32, threads=threads)
-    model = load_model(ckpt, cfg, device, source_cfg=str(cfg_path), trust=trust_checkpoint)
-    if optimize or compile:
-        model = inference_model(model, compile=compile, runtime=runtime, crop=grid.crop_size, threads=threads,
-                                fallback=fallback)
-        runtime = model.runtime
-    cnn = ("as loaded (--eager_cnn)" if not (optimize or compile) else
-           f"BatchNorm folded, {runtime} float32" if runtime != "torch" else
-           "BatchNorm folded, channels_last" + (", torch.compile" if compile else ""))
+    model = inference_model(load_model(ckpt, cfg, device, source_cfg=str(cfg_path), trust=trust_checkpoint),
+                            options, crop=grid.crop_size)
+    cnn = model.describe() + (" (--eager_cnn)" if model.describe() == "as loaded" else "")
     logger.info("device %s, %d torch threads, %s reader %s, %d patches per pass (fast mode), CNN: %s", device,
                 torch.get_num_threads(), num_workers, "threads" if mode == "fast" else "processes",
                 fast_patches or batch_size * grid.num_nodes, cnn)
