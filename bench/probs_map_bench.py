@@ -38,7 +38,8 @@ from scipy import ndimage  # noqa: E402
 from wsi.data.pyramid import write_pyramid  # noqa: E402
 from wsi.data.slide import open_slide  # noqa: E402
 from wsi.inference.common import InferenceStats  # noqa: E402
-from wsi.inference.fast import PatchLattice, fast_probs_map  # noqa: E402
+from wsi.inference.fast import fast_probs_map  # noqa: E402
+from wsi.inference.lattice import PatchLattice  # noqa: E402
 from wsi.inference.faithful import faithful_probs_map  # noqa: E402
 from wsi.geometry import GridSpec, mask_geometry  # noqa: E402
 from wsi.model import MODELS, PassOptions, inference_model  # noqa: E402

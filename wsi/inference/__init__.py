@@ -2,10 +2,11 @@
 
 - :mod:`~wsi.inference.faithful`: the original's algorithm, position by position.
 - :mod:`~wsi.inference.fast`: the same map with every patch through the network once.
+- :mod:`~wsi.inference.lattice`: the lattice of patches the fast mode shares, and when it is exact.
 - :mod:`~wsi.inference.tta`: the eight flip/rotation variants (``--eight_avg``).
 - :mod:`~wsi.inference.runner`: choosing the mode, many slides, shards.
 
-The geometry (mask stride, grid, when the fast mode is exact) is :mod:`wsi.geometry`.
+The geometry (mask stride, grid) is :mod:`wsi.geometry`; when the fast mode is exact, :mod:`wsi.inference.lattice`.
 """
 
 from wsi.inference.common import InferenceStats

@@ -38,16 +38,14 @@ from tqdm import tqdm
 
 from wsi.data.slide import open_slide
 from wsi.errors import FastModeInexact
-from wsi.geometry import fast_mode_problem
 from wsi.inference.common import BusyClock, autocast
 from wsi.inference.damaged import positions_using, read_block_tolerant
+from wsi.inference.lattice import BLOCK_SIZE, PatchLattice, fast_mode_problem, needed_cells
 from wsi.inference.tta import grid_permutation, transform_patches, transforms
 from wsi.model.inference import InferencePass
 
 logger = logging.getLogger(__name__)
 
-#: Default side of a block read at once, in level-0 pixels (before the crop overlap): 2048 → ~15 MB of RGB.
-BLOCK_SIZE = 2048
 #: Tissue positions per CRF call.
 CRF_CHUNK = 4096
 
@@ -115,56 +113,6 @@ class BlockReader:
             self._slides.clear()
 
 
-class PatchLattice:
-    """The lattice of patches the grids of one mask share, and the blocks to read.
-
-    Stored index ``(i, j)`` is lattice patch ``(u, v) = (i − lo_x, j − lo_y)``; patch ``(u, v)`` is the crop
-    ``[u·s + a_x, +crop) × [v·s + a_y, +crop)`` of level 0. ``need [Wx, Wy]`` (x first) marks the patches some
-    tissue grid uses; node (r, c) of position (xm, ym) is stored patch ``(xm + c·q, ym + r·q)``. The geometry
-    must be one where the fast mode is exact (:func:`~wsi.geometry.fast_mode_problem` None; the caller checks).
-    """
-
-    def __init__(self, mask, grid, geometry, cells, block_size=BLOCK_SIZE):
-        self.stride = s = geometry.integer_stride
-        self.q = q = grid.patch_size // s
-        self.crop = grid.crop_size
-        row, col = grid.kept_cell
-        self.lo_x, self.lo_y = col * q, row * q
-        base = s // 2 - grid.image_size // 2 + grid.crop_offsets()[0]
-        self.a_x, self.a_y = base + col * grid.patch_size, base + row * grid.patch_size
-        x_mask, y_mask = mask.shape
-        span = (grid.side - 1) * q
-        self.need = np.zeros((x_mask + span, y_mask + span), dtype=bool)
-        for r, c in cells:
-            self.need[c * q:c * q + x_mask, r * q:r * q + y_mask] |= mask
-        self.band = max(1, block_size // s)
-        self.span = span
-
-    @property
-    def num_bands(self):
-        return -(-self.need.shape[1] // self.band)
-
-    def blocks(self):
-        """Blocks to read, band by band: ``(band, i0, i1, j0, j1, (x, y, w, h))``, trimmed to needed patches."""
-        out = []
-        k = self.band
-        for band, j0 in enumerate(range(0, self.need.shape[1], k)):
-            rows = self.need[:, j0:j0 + k]
-            for i0 in range(0, self.need.shape[0], k):
-                sub = rows[i0:i0 + k]
-                if not sub.any():
-                    continue
-                cols_any, rows_any = np.flatnonzero(sub.any(axis=1)), np.flatnonzero(sub.any(axis=0))
-                i_lo, i_hi = i0 + cols_any[0], i0 + cols_any[-1] + 1
-                j_lo, j_hi = j0 + rows_any[0], j0 + rows_any[-1] + 1
-                x = (i_lo - self.lo_x) * self.stride + self.a_x
-                y = (j_lo - self.lo_y) * self.stride + self.a_y
-                w = (i_hi - i_lo - 1) * self.stride + self.crop
-                h = (j_hi - j_lo - 1) * self.stride + self.crop
-                out.append((band, int(i_lo), int(i_hi), int(j_lo), int(j_hi), (int(x), int(y), int(w), int(h))))
-        return out
-
-
 class EmbeddingRing:
     """Embeddings ``[rows, Wx, D]`` and logits ``[rows, Wx]`` of the lattice patches of a band of lattice rows,
     one pair per transform; lattice row ``j`` lives in ring row ``j % rows``."""
@@ -226,7 +174,7 @@ def fast_probs_map(model, wsi_path, mask, grid, geometry, *, batch_size=180, num
     thread), and ``block_size``, the side in level-0 pixels of the blocks read at once. ``model`` is a ResNetGrid
     or an :class:`~wsi.model.inference.InferencePass` (its patches are given in the layout it wants). Raises
     :class:`~wsi.errors.FastModeInexact` (a ValueError), before any work, where
-    :func:`~wsi.geometry.fast_mode_problem` says the fast mode would not give the faithful map exactly.
+    :func:`~wsi.inference.lattice.fast_mode_problem` says the fast mode would not give the faithful map exactly.
 
     ``stats`` (optional) gets the counts, and in ``extra``: ``needed_patches``, ``blocks``, ``cnn_seconds`` (time in
     the backbone), ``wall_seconds`` and ``cnn_busy`` (their ratio).
@@ -268,13 +216,6 @@ def fast_probs_map(model, wsi_path, mask, grid, geometry, *, batch_size=180, num
         wall = time.perf_counter() - started
         stats.extra.update(cnn_seconds=clock.seconds, wall_seconds=wall, cnn_busy=clock.seconds / max(wall, 1e-9))
     return total
-
-
-def needed_cells(grid, perms, use_crf):
-    """Sorted grid cells (row, col) whose patches some transform's kept value needs: all of them with a CRF;
-    without one only the kept node's own patch matters (the kept cell after each transform)."""
-    node_sets = [range(grid.num_nodes) if use_crf else [grid.kept] for _ in perms]
-    return sorted({divmod(int(perm[i]), grid.side) for perm, nodes in zip(perms, node_sets) for i in nodes})
 
 
 def run_bands(net, wsi_path, mask, grid, lattice, blocks, pairs, perms, total, *, batch_size, num_workers, amp,
