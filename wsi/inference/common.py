@@ -1,4 +1,4 @@
-"""What both inference modes share: devices, autocast, the statistics they report."""
+"""What both inference modes share: autocast, the busy clock, the statistics they report."""
 
 import contextlib
 import time
