@@ -98,7 +98,7 @@ def prepare(model, variant, example):
                     return self.inner.embed(patches)
 
             with torch.no_grad():
-                traced = torch.jit.trace(Embed(net).eval(), example)
+                traced = torch.jit.trace(Embed(net.network).eval(), example)
             run = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
     with torch.inference_mode():
         run(example)  # warm-up, and torch.compile's compilation

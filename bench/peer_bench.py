@@ -182,8 +182,7 @@ def run_faithful_sample(slide, mask_path, cfg_path, ckpt, fast_map, sample_size)
     from wsi.data.slide import open_slide
     from wsi.geometry import GridSpec, mask_geometry
     from wsi.inference import InferenceStats, faithful_probs_map
-    from wsi.model import inference_model, load_model
-    from wsi.model.runtime import resolve_runtime
+    from wsi.model import PassOptions, inference_model, load_model
 
     cfg = load_config(cfg_path)
     mask = np.load(mask_path, allow_pickle=False)
@@ -195,8 +194,8 @@ def run_faithful_sample(slide, mask_path, cfg_path, ckpt, fast_map, sample_size)
         geometry = mask_geometry(handle.level_dimensions, handle.level_downsamples, mask.shape)
     model = load_model(ckpt, cfg, torch.device("cpu"), source_cfg=str(cfg_path))
     out = {}
-    runtime = resolve_runtime("auto", torch.device("cpu"))  # what --mode faithful runs by default
-    default = inference_model(model, runtime=runtime, crop=cfg["crop_size"], fallback=True)
+    # What --mode faithful runs by default.
+    default = inference_model(model, PassOptions.resolve(torch.device("cpu")), crop=cfg["crop_size"])
     for name, net in (("eager", model), ("default", default)):
         stats = InferenceStats()
         start = time.perf_counter()

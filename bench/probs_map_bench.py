@@ -38,11 +38,11 @@ from scipy import ndimage  # noqa: E402
 from wsi.data.pyramid import write_pyramid  # noqa: E402
 from wsi.data.slide import open_slide  # noqa: E402
 from wsi.inference.common import InferenceStats  # noqa: E402
-from wsi.inference.fast import PatchLattice, fast_probs_map  # noqa: E402
+from wsi.inference.fast import fast_probs_map  # noqa: E402
+from wsi.inference.lattice import PatchLattice  # noqa: E402
 from wsi.inference.faithful import faithful_probs_map  # noqa: E402
 from wsi.geometry import GridSpec, mask_geometry  # noqa: E402
-from wsi.model import MODELS, inference_model  # noqa: E402
-from wsi.model.runtime import resolve_runtime  # noqa: E402
+from wsi.model import MODELS, PassOptions, inference_model  # noqa: E402
 
 CONFIGS = {
     "demo": dict(grid=GridSpec(192, 64, 56), level=6),
@@ -177,8 +177,7 @@ def memory_child(slide_path, level, num_workers, device):
     mask[cx - 6:cx + 6, cy - 6:cy + 6] = True
     stats = InferenceStats()
     # The network probs_map.py runs by default on this device (OpenVINO on a CPU when installed).
-    runtime = resolve_runtime("auto", torch.device(device))
-    net = inference_model(make_model().to(device), runtime=runtime, crop=grid.crop_size, fallback=True)
+    net = inference_model(make_model().to(device), PassOptions.resolve(torch.device(device)), crop=grid.crop_size)
     fast_probs_map(net, slide_path, mask, grid, geometry, num_workers=num_workers, progress=False, stats=stats)
     print(f"{peak_rss_mib():.0f} {stats.positions} {stats.regions_read}")
 

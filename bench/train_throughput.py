@@ -37,8 +37,7 @@ import openslide
 import torch
 from torch.utils.data import default_collate
 
-from wsi.bin.train import (BatchPreparer, build_datasets, build_loaders, default_num_workers, derive_seed,
-                           train_one_epoch)
+from wsi.bin.train import train_one_epoch
 from wsi.config import DATASETS
 from wsi.data.annotation import Annotation, Polygon
 from wsi.data.coords import write_coords
@@ -47,6 +46,7 @@ from wsi.data.image_producer import make_grid
 from wsi.data.patches import generate_patches
 from wsi.geometry import GridSpec
 from wsi.model import build_model
+from wsi.train import BatchPreparer, build_datasets, build_loaders, default_num_workers
 
 FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "data" / "cmu_small_region.svs"
 SIZES = {"demo": (192, 64, 56), "paper": (768, 256, 224)}

@@ -17,7 +17,7 @@ from wsi.inference import InferenceStats, fast_probs_map, faithful_probs_map
 from wsi.inference.fast import BlockReader
 from wsi.model import MODELS
 from wsi.model.checkpoint import load_checkpoint, load_model_state, save_checkpoint
-from wsi.model.inference import as_input, fold_batchnorm, inference_model
+from wsi.model.inference import InferencePass, fold_batchnorm, inference_model
 from tests.test_probs_map import texture
 
 DEMO = GridSpec(192, 64, 48)
@@ -55,12 +55,13 @@ def patches():
 
 
 def _embed(net, patches):
+    net = InferencePass.of(net)
     with torch.inference_mode():
-        return net.embed(as_input(net, patches))
+        return net.embed(net.as_input(patches))
 
 
 def test_batchnorm_folding_equals_the_unfolded_model(model, patches):
-    folded = fold_batchnorm(inference_model(model, fold_bn=False, channels_last=False))
+    folded = fold_batchnorm(inference_model(model, fold_bn=False, channels_last=False).network)
     assert folded.folded_batchnorms == 20  # stem + 2 per block × 8 + 3 downsamples
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
     feats, logits = _embed(model, patches)
@@ -74,14 +75,14 @@ def test_batchnorm_folding_equals_the_unfolded_model(model, patches):
 def test_inference_model_is_exact_and_leaves_the_model_alone(model, patches):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     fast = inference_model(model)
-    assert fast.channels_last and fast.conv1.weight.is_contiguous(memory_format=torch.channels_last)
-    assert not any(p.requires_grad for p in fast.parameters())
+    assert fast.channels_last and fast.network.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not any(p.requires_grad for p in fast.network.parameters())
     after = model.state_dict()
     assert list(after) == list(before) and all(torch.equal(after[k], before[k]) for k in before)
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     grids = patches[:9].unsqueeze(0)
     with torch.inference_mode():
-        reference, out = model(grids), fast(as_input(fast, grids.flatten(0, 1)).unflatten(0, (1, 9)))
+        reference, out = model(grids), fast(fast.as_input(grids.flatten(0, 1)).unflatten(0, (1, 9)))
     assert float((out - reference).abs().max()) <= 1e-5 * max(1.0, float(reference.abs().max()))
 
 
@@ -328,3 +329,58 @@ print("ok")
     done = subprocess.run([sys.executable, "-X", "faulthandler", "-c", code], capture_output=True, text=True,
                           cwd=Path(__file__).parents[1])
     assert done.returncode == 0 and done.stdout.strip() == "ok", (done.returncode, done.stderr[-2000:])
+
+
+# The explicit pass: what runs is said by the pass, not by attributes set on the network -----------------------
+def test_the_pass_says_what_runs_and_leaves_the_network_plain(model, patches):
+    net = inference_model(model)
+    assert isinstance(net, InferencePass) and net.network is not model
+    assert (net.device, net.runtime, net.channels_last, net.folded, net.compiled) == (
+        torch.device("cpu"), "torch", True, True, False)
+    assert net.describe() == "BatchNorm folded, channels_last"
+    # Nothing bolted onto the module: its embed is the class's, no layout or runtime attribute.
+    assert "embed" not in vars(net.network) and not hasattr(net.network, "channels_last")
+    assert not hasattr(net.network, "runtime")
+    assert net.use_crf and net.crf_nodes == 9 and net.feat_dim == 512
+    as_loaded = InferencePass.of(model)
+    assert as_loaded.network is model and InferencePass.of(as_loaded) is as_loaded
+    assert as_loaded.describe() == "as loaded" and not as_loaded.channels_last
+    assert inference_model(model, optimize=False).network is model  # --eager_cnn: no copy
+    assert inference_model(model, fold_bn=False, channels_last=False).describe() == "as loaded"
+    grids = patches[:9].unsqueeze(0)
+    with torch.inference_mode():
+        torch.testing.assert_close(net(grids), model(grids), atol=1e-5, rtol=1e-5)
+    assert InferencePass.of(randomised_model(use_crf=False)).crf_nodes is None
+
+
+def test_pass_options_decide_the_runtime_once_before_any_work():
+    from wsi.errors import ParameterError
+    from wsi.model.inference import PassOptions
+
+    cpu = torch.device("cpu")
+    auto = PassOptions.resolve(cpu, threads=3)
+    assert auto.runtime == ("openvino" if HAS_OPENVINO else "torch") and auto.fallback and auto.threads == 3
+    assert PassOptions.resolve(cpu, runtime="torch") == PassOptions(runtime="torch", fallback=False)
+    assert PassOptions.resolve(cpu, compile=True).runtime == "torch"
+    with pytest.raises(ParameterError, match="not with amp"):
+        PassOptions.resolve(cpu, runtime="openvino", amp=True)
+
+
+def test_the_fast_modes_exactness_is_checked_once(demo_slide, model, monkeypatch, caplog):
+    """compute_probs_map asks fast_probs_map, which checks once before any work and refuses an inexact geometry;
+    the faithful mode then runs (one log line)."""
+    import wsi.inference.fast as fast_module
+    from wsi.inference import compute_probs_map
+
+    calls = []
+    check = fast_module.fast_mode_problem
+    monkeypatch.setattr(fast_module, "fast_mode_problem", lambda *args: calls.append(args) or check(*args))
+    mask, _ = _mask_and_geometry(demo_slide, [(8, 5), (9, 6)])
+    net = inference_model(model)
+    for grid, mode in ((DEMO, "fast"), (GridSpec(144, 48, 40), "faithful")):  # stride 64 does not divide 48
+        calls.clear()
+        stats = InferenceStats()
+        with caplog.at_level("INFO"):
+            probs = compute_probs_map(net, demo_slide, mask, grid, num_workers=0, progress=False, stats=stats)
+        assert len(calls) == 1 and stats.mode == mode and np.count_nonzero(probs) == 2
+    assert sum("running the faithful mode" in r.getMessage() for r in caplog.records) == 1

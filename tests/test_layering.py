@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RANKS = {"wsi.errors": 0, "wsi.constants": 0, "wsi.fileio": 1, "wsi.geometry": 1, "wsi.orientation": 1,
          "wsi.device": 1,
          "wsi.arrays": 2, "wsi.cli": 2, "wsi.config": 2, "wsi.data": 3, "wsi.model": 3, "wsi.synthetic": 4,
-         "wsi.inference": 4, "wsi.eval": 4, "wsi.bin": 5}
+         "wsi.inference": 4, "wsi.eval": 4, "wsi.train": 4, "wsi.bin": 5}
 
 
 def _rank(module):

@@ -170,3 +170,36 @@ def test_runs_as_a_script(tmp_path):
         out = tmp_path / f"out{len(command)}.csv"
         subprocess.run([*command, str(tmp_path / "map.npy"), str(out), "--level", "1"], cwd=ROOT, check=True)
         assert out.read_text() == "0.75000,5,1\n"
+
+
+def test_a_run_checks_the_map_once(tmp_path, monkeypatch):
+    """load_array checks the map (2-D, numeric, finite: a scan of every value); nms does not scan it again."""
+    import importlib
+
+    import wsi.arrays
+
+    nms_module = importlib.import_module("wsi.eval.nms")  # wsi.eval.nms is also the function, in wsi.eval
+    calls = []
+    check = wsi.arrays.check_array
+
+    def counting(array, *args, **kwargs):
+        calls.append(array.shape)
+        return check(array, *args, **kwargs)
+
+    monkeypatch.setattr(wsi.arrays, "check_array", counting)
+    monkeypatch.setattr(nms_module, "check_array", counting)
+    probs_map = np.zeros((6, 5))
+    probs_map[2, 3] = 0.9
+    status, csv = run_cli(tmp_path, probs_map)
+    assert status == 0 and csv.read_text() == "0.90000,160,224\n"
+    assert calls == [(6, 5)]
+
+
+@pytest.mark.parametrize("array, message", [
+    (np.array([[0.1, np.nan], [0.2, 0.3]]), "non-finite values"), (np.zeros((3, 4, 2)), "expected a 2-D"),
+])
+def test_the_library_checks_a_map_it_is_given(array, message):
+    from wsi.errors import ArrayFileError
+
+    with pytest.raises(ArrayFileError, match=message):
+        nms(array)

@@ -17,8 +17,9 @@ from wsi.bin import probs_map as cli
 from wsi.data.pyramid import write_pyramid_from_array
 from wsi.data.slide import open_slide
 from wsi.data.wsi_producer import GridWSIPatchDataset
-from wsi.geometry import GeometryError, GridSpec, fast_mode_problem, mask_geometry
+from wsi.geometry import GeometryError, GridSpec, mask_geometry
 from wsi.inference import InferenceStats, compute_probs_map, fast_probs_map, faithful_probs_map
+from wsi.inference.lattice import fast_mode_problem
 from wsi.inference.runner import plan_jobs, select_shard
 from wsi.model import MODELS
 from wsi.model.checkpoint import save_checkpoint

@@ -161,3 +161,24 @@ def test_a_broken_openvino_falls_back_to_pytorch_in_one_line(tmp_path, how, reas
                           pythonpath=path, module="wsi.bin.probs_map")
     assert done.returncode == 2 and done.stderr.strip().splitlines() == [f"probs_map: error: {reason}"]
     assert not (tmp_path / "ov.npy").exists() and telemetry_state(home) == []
+
+
+@requires_openvino
+def test_two_calls_of_the_openvino_pass_do_not_alias(tmp_path):
+    """The request reuses its output buffers between calls: the first call's outputs must stay as they were after
+    a second call of the same shape (one copy of the outputs, and it is the caller's)."""
+    done, _ = run_guarded("""
+        import torch
+        from wsi.model import MODELS
+        from wsi.model.inference import inference_model
+        net = inference_model(MODELS["resnet18"](num_nodes=9).eval(), runtime="openvino", crop=32)
+        gen = torch.Generator().manual_seed(0)
+        first, second = (torch.rand(4, 3, 32, 32, generator=gen) for _ in range(2))
+        feats, logits = net.embed(first)
+        kept = feats.clone(), logits.clone()
+        feats_2, logits_2 = net.embed(second)
+        assert not torch.equal(logits_2, kept[1])  # another input, other outputs
+        print(torch.equal(feats, kept[0]), torch.equal(logits, kept[1]))
+    """, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["True", "True"]

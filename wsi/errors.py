@@ -15,7 +15,7 @@ __all__ = [
     "SlideError", "SlideNotFoundError", "NotAFileError", "NotAFolderError", "UnsupportedSlideError", "LevelError",
     "RegionReadError", "AnnotationError", "AnnotationMissingError", "CoordsError", "SamplingError", "DatasetError",
     "ConfigError", "GeometryError", "ArrayFileError", "CheckpointError", "RuntimeUnavailable", "ReadFailed",
-    "DetectionsError", "FROCError", "SlideLabelsError",
+    "FastModeInexact", "DetectionsError", "FROCError", "SlideLabelsError",
 ]
 
 
@@ -170,6 +170,19 @@ class RuntimeUnavailable(WSIError):
 # Probability maps (wsi.inference) -------------------------------------------------------------------------------------
 class ReadFailed(WSIError):
     """A slide region could not be read while computing a map (a corrupt tile, a truncated file)."""
+
+
+class FastModeInexact(WSIError, ValueError):
+    """The fast mode would not give the faithful map exactly for this mask and grid; ``problem`` says why.
+    Raised by :func:`~wsi.inference.fast.fast_probs_map` before any work; ``compute_probs_map`` then runs the
+    faithful mode (one log line)."""
+
+    def __init__(self, problem):
+        self.problem = str(problem)
+        super().__init__(f"the fast mode is not exact here: {problem}")
+
+    def __reduce__(self):  # rebuildable from its fields when it crosses a process boundary
+        return type(self), (self.problem,)
 
 
 # Detections (wsi.eval.detections) -------------------------------------------------------------------------------------

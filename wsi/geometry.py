@@ -228,31 +228,6 @@ def _config_sizes(cfg, keys, source):
     return sizes
 
 
-def fast_mode_problem(geometry, grid, eight_avg=False):
-    """Why the fast mode would not reproduce the faithful map exactly, or None when it does.
-
-    The fast mode computes each patch once and shares it between the grids whose crops coincide. That holds when
-    the stride ``s`` is an integer dividing ``patch_size`` (the neighbours of a position are positions
-    ``patch_size / s`` mask pixels away) and ``image_size`` is even (region origins are then exact integers, also
-    near the slide's top and left edges). With ``eight_avg``, flipped and rotated crops must be the crops of the
-    flipped and rotated region, which needs ``patch_size − crop_size`` even (crops centred in their cells).
-    """
-    stride = geometry.integer_stride
-    if stride is None:
-        return f"the mask stride {geometry.stride:g} is not an integer"
-    if grid.patch_size % stride:
-        return f"patch_size {grid.patch_size} is not a multiple of the mask stride {stride}"
-    if grid.image_size % 2:
-        return f"image_size {grid.image_size} is odd"
-    offsets = grid.crop_offsets()
-    if any(off - offsets[0] != k * grid.patch_size for k, off in enumerate(offsets)) or offsets[0] < 0:
-        return f"crops of {grid.crop_size} are not evenly spaced in cells of {grid.patch_size}"
-    if eight_avg and (grid.patch_size - grid.crop_size) % 2:
-        return (f"with eight_avg, patch_size − crop_size = {grid.patch_size - grid.crop_size} must be even "
-                "(crops centred in their cells)")
-    return None
-
-
 def grid_points(centres, patch_size, patch_per_side):
     """Level-0 cell centres of the grids around ``centres`` ``[M, 2]`` (x, y): ``[M, n, n, 2]``.
 

@@ -364,6 +364,25 @@ def plan_slide(width, height, seed=0, num_tumours=2, tumour_size=(1300, 2000), w
     stain = Stain.random(rng)
     n = 0 if normal else int(num_tumours)
 
+    tumour_blobs, tissue_blobs = _place_tumours(rng, n, (lo, hi), width, height)
+    tissue = _fill_tissue(rng, width, height, tissue_blobs, target)
+
+    positive = [b.polygon(128, f"Annotation {i}") for i, b in enumerate(tumour_blobs)]
+    negative = []
+    if with_hole and tumour_blobs:
+        t = tumour_blobs[0]
+        hole = Blob(t.cx, t.cy, 0.3 * t.r_min, aspect=1.3, angle=float(rng.uniform(0, np.pi)),
+                    harmonics=_random_harmonics(rng, (3, 5), 0.1))
+        negative.append(hole.polygon(48, f"Annotation {len(positive)}"))
+    if lymphoid > 0:
+        tissue = Tissue(width, height, tissue.blobs, _place_lymphoid(seed, tissue, tumour_blobs, int(lymphoid)))
+    return tissue, Annotation(positive, negative), stain
+
+
+def _place_tumours(rng, n, major_range, width, height):
+    """``n`` tumour Blobs placed without overlapping, at least 64 px inside the slide, and the tissue Blob of each
+    (a wobbly disc around it); raises :class:`InputError` when they do not fit."""
+    lo, hi = major_range
     tumour_blobs, tissue_blobs = [], []
     for i in range(n):
         major = rng.uniform(lo, hi)
@@ -392,7 +411,11 @@ def plan_slide(width, height, seed=0, num_tumours=2, tumour_size=(1300, 2000), w
         harm = _random_harmonics(rng, (2, 3, 5, 9), 0.08)
         r = (reach * 1.06 + 48) / (1 - sum(abs(a) for _, a, _ in harm))
         tissue_blobs.append(Blob(shape.cx, shape.cy, r, harmonics=harm))
+    return tumour_blobs, tissue_blobs
 
+
+def _fill_tissue(rng, width, height, tissue_blobs, target):
+    """The :class:`Tissue`: ``tissue_blobs`` and 3–5 random blobs scaled to bring it to the ``target`` fraction."""
     # Random blobs, scaled to reach the target tissue fraction.
     extra = []
     for _ in range(int(rng.integers(3, 6))):
@@ -417,17 +440,7 @@ def plan_slide(width, height, seed=0, num_tumours=2, tumour_size=(1300, 2000), w
         else:
             hi_s = mid
     tissue = tissue_with((lo_s + hi_s) / 2)
-
-    positive = [b.polygon(128, f"Annotation {i}") for i, b in enumerate(tumour_blobs)]
-    negative = []
-    if with_hole and tumour_blobs:
-        t = tumour_blobs[0]
-        hole = Blob(t.cx, t.cy, 0.3 * t.r_min, aspect=1.3, angle=float(rng.uniform(0, np.pi)),
-                    harmonics=_random_harmonics(rng, (3, 5), 0.1))
-        negative.append(hole.polygon(48, f"Annotation {len(positive)}"))
-    if lymphoid > 0:
-        tissue = Tissue(width, height, tissue.blobs, _place_lymphoid(seed, tissue, tumour_blobs, int(lymphoid)))
-    return tissue, Annotation(positive, negative), stain
+    return tissue
 
 
 def _place_lymphoid(seed, tissue, tumour_blobs, count):

@@ -54,7 +54,8 @@ def detect(args, probs_map_path, coord_path):
     """The detections CSV of one map."""
     probs_map, info = load_array(probs_map_path, "probability map")
     cell = cell_size(info, args.level, probs_map_path)
-    detections = nms(probs_map, radius=args.radius, prob_thred=args.prob_thred, sigma=args.sigma, cell=cell)
+    detections = nms(probs_map, radius=args.radius, prob_thred=args.prob_thred, sigma=args.sigma, cell=cell,
+                     checked=True)  # load_array checked the map: one scan
     write_detections(coord_path, detections)
 
 

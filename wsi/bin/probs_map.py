@@ -86,7 +86,8 @@ def get_args_parser():
 def run(args):
     if args.GPU is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = args.GPU  # before torch touches CUDA, as the original
-    from wsi.inference.runner import parse_shard, run_probs_maps
+    from wsi.inference.runner import run_probs_maps
+    from wsi.inference.shards import parse_shard
 
     shard = parse_shard(args.shard) if args.shard is not None else None
     written = run_probs_maps(args.wsi_path, args.ckpt_path, args.cfg_path, args.mask_path, args.probs_map_path,

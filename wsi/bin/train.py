@@ -19,31 +19,28 @@ default on CUDA) has the DataLoader workers only read and decode the regions and
 the jitter, flips, rotations, crops and scaling batched on the training device
 (:mod:`wsi.data.grid_augment`); ``--amp`` trains under bfloat16 autocast (the CRF stays float32);
 ``--channels_last`` keeps the network's activations channels-last.
+
+Laid out as torchvision's ``references/classification/train.py``: :func:`get_args_parser`, :func:`train_one_epoch`,
+:func:`evaluate`, and the run (:func:`run`, torchvision's ``main(args)``); the set-up (datasets and loaders,
+model and optimizer, learning-rate schedule, checkpoints, TensorBoard writer, torchrun) is :mod:`wsi.train`.
 """
 import sys
-from pathlib import Path
 
-import functools
 import logging
-import math
-import os
 import time
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from wsi.cli import ArgumentParser, add_trust_checkpoint, check_outputs, count, positive, probability, run_command
-from wsi.config import DATASETS, load_config, lr_at_step, save_config
-from wsi.data.image_producer import dataset_from_config
-from wsi.data.skipping import SkippingLoader, collate_grids
-from wsi.device import resolve_device
-from wsi.errors import InputError
-from wsi.model import build_model, grid_size, inference_model, load_checkpoint, load_model_state, save_checkpoint
-from wsi.model.checkpoint import check_save_folder
+from wsi.cli import ArgumentParser, add_trust_checkpoint, count, positive, probability, run_command
+from wsi.config import load_config
+from wsi.model import inference_model
 from wsi.model.checkpoint import unwrap_model
 from wsi.monitor import SlidePreview, parse_region
+from wsi.train import (AUGMENT_MODES, BatchPreparer, Checkpoints, augment_on_device, build_datasets, build_loaders,
+                       build_training, check_save_path, default_num_workers, derive_seed, init_distributed_mode,
+                       load_resume, log_skipped, lr_schedule, open_writer, reduce_mean, select_device)
 
 logger = logging.getLogger(__name__)
 
@@ -97,224 +94,6 @@ def get_args_parser():
     return parser
 
 
-AUGMENT_MODES = ("auto", "cpu", "device")
-
-
-# Set-up ----------------------------------------------------------------------------------------------------------
-def init_distributed_mode():
-    """``(rank, world_size, local_rank)`` from torchrun's environment; (0, 1, 0) for a plain process."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return 0, 1, 0
-    return int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0"))
-
-
-def select_device(args, world_size, local_rank):
-    """``(device, device_ids)``: the device of this process and, for one process on several GPUs, their ids."""
-    device = resolve_device(args.device)
-    if device.type != "cuda":
-        return device, []
-    if world_size > 1:
-        return torch.device("cuda", local_rank), [local_rank]
-    try:
-        ids = [int(i) for i in args.device_ids.split(",") if i.strip()]
-    except ValueError:
-        raise InputError(f"--device_ids {args.device_ids!r}: expected comma-separated integers such as 0,1") from None
-    count = torch.cuda.device_count()
-    if not ids or any(not 0 <= i < count for i in ids):
-        raise InputError(f"--device_ids {args.device_ids!r}: this machine has CUDA devices 0..{count - 1}")
-    return torch.device("cuda", ids[0]), ids
-
-
-def augment_on_device(mode, device):
-    """Whether ``--augment mode`` runs the augmentation on the device: 'auto' does on CUDA."""
-    return mode == "device" or (mode == "auto" and device.type == "cuda")
-
-
-def available_cpus():
-    """CPUs this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
-
-
-def default_num_workers(world_size, cpus=None):
-    """Workers per loader of one process: its share of the CPUs, less one for the training loop, split between
-    the two loaders that run together (tumour and normal); at least 1."""
-    cpus = available_cpus() if cpus is None else cpus
-    return max(1, (cpus // max(1, world_size) - 1) // 2)
-
-
-def derive_seed(*keys):
-    """A 63-bit seed from a tuple of non-negative integers (independent streams per dataset, step and rank)."""
-    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(2, np.uint64)[0] >> np.uint64(1))
-
-
-def build_datasets(cfg, seed, *, raw=False, source="config"):
-    """The four datasets of ``cfg`` (dataset k seeded with ``derive_seed(seed, k)``); ``raw``: items for the
-    device augmentation."""
-    datasets = {name: dataset_from_config(cfg, name, seed=derive_seed(seed, k), raw=raw)
-                for k, name in enumerate(DATASETS)}
-    for name, dataset in datasets.items():
-        if len(dataset) == 0:
-            raise InputError(f"{source}: the {name} list is empty")
-    return datasets
-
-
-def build_loaders(cfg, datasets, num_gpu, num_workers, world_size, rank, pin_memory, source="config",
-                  max_failed_share=0.01):
-    """The four DataLoaders, in file order (no shuffling), batch ``batch_size × num_gpu`` for training and twice
-    that for validation, as the original; under torchrun each rank reads every world_size-th grid.
-    ``num_workers`` is per loader. Each skips the grids it cannot read (:class:`~wsi.data.skipping.SkippingLoader`)
-    up to ``max_failed_share`` an epoch."""
-    loaders = {}
-    for name, dataset in datasets.items():
-        batch = cfg["batch_size"] * num_gpu * (1 if name.endswith("train") else 2)
-        sampler = None
-        if world_size > 1:
-            sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=False)
-        loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=False, sampler=sampler,
-                                             num_workers=num_workers, pin_memory=pin_memory,
-                                             drop_last=False, collate_fn=collate_grids)
-        loaders[name] = SkippingLoader(loader, name, max_failed_share)
-    for split in ("train", "valid"):
-        tumor, normal = loaders[f"tumor_{split}"], loaders[f"normal_{split}"]
-        if len(normal) < len(tumor):
-            raise InputError(f"{source}: normal_{split} has {len(normal.dataset)} grids, fewer "
-                             f"than tumor_{split}'s {len(tumor.dataset)}: each step needs a normal batch per "
-                             f"tumour batch")
-    return loaders
-
-
-class BatchPreparer:
-    """Turns the loaders' batches into the network's input ``[N, G, 3, C, C]`` float32 on the device.
-
-    Per-item batches (``grids [B, G, 3, C, C]``) are only copied; raw batches (``(images [B, S, S, 3] uint8,
-    draws [B, DRAW_FIELDS])``, ``--augment device``) are copied and augmented there by
-    :func:`wsi.data.grid_augment.augment_grids`. Each part is copied before anything concatenates or indexes
-    it, so that pinned batches copy asynchronously (``non_blocking``); ``order`` (a CPU permutation of the
-    concatenated batch) is applied on the device.
-    """
-
-    def __init__(self, device, patch_size=None, crop_size=None, channels_last=False):
-        self.device, self.patch_size, self.crop_size = device, patch_size, crop_size
-        self.channels_last = channels_last
-
-    def to_device(self, tensors, order=None):
-        """Concatenate ``tensors`` on the device, permuted by ``order``."""
-        out = torch.cat([t.to(self.device, non_blocking=True) for t in tensors])
-        return out if order is None else out[order.to(self.device, non_blocking=True)]
-
-    def __call__(self, parts, order=None):
-        if isinstance(parts[0], torch.Tensor):
-            grids = self.to_device(parts, order)
-            if self.channels_last:
-                grids = grids.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
-            return grids
-        from wsi.data.grid_augment import augment_grids
-
-        images = self.to_device([images for images, _ in parts], order)
-        draws = torch.cat([draws for _, draws in parts])
-        draws = draws if order is None else draws[order]
-        return augment_grids(images, draws, self.patch_size, self.crop_size, channels_last=self.channels_last)
-
-
-def _reduce_mean(values, world_size):
-    """Mean over processes of a list of floats (identity for one process)."""
-    if world_size == 1:
-        return values
-    tensor = torch.tensor(values, dtype=torch.float64)
-    if dist.get_backend() == "nccl":
-        tensor = tensor.cuda()
-    dist.all_reduce(tensor)
-    return (tensor / world_size).tolist()
-
-
-# Resuming and checkpoints ----------------------------------------------------------------------------------------
-def load_resume(save_path, seed, trust=False):
-    """``(checkpoint, seed)``: SAVE_PATH/train.ckpt and the seed the run started with (it wins over ``--seed``)."""
-    ckpt = load_checkpoint(save_path / "train.ckpt", map_location="cpu", trust=trust)
-    if ckpt.get("seed") is not None and ckpt["seed"] != seed:
-        logger.warning("--seed %d differs from train.ckpt's %d: using %d so the run continues as it started",
-                       seed, ckpt["seed"], ckpt["seed"])
-        seed = int(ckpt["seed"])
-    return ckpt, seed
-
-
-class TrainState:
-    """Where the run stands: completed epochs, global step, best validation loss and whether the last
-    training epoch still awaits its validation."""
-
-    def __init__(self, epoch=0, step=0, best_valid_loss=math.inf, valid_pending=False):
-        self.epoch, self.step, self.best_valid_loss, self.valid_pending = epoch, step, best_valid_loss, valid_pending
-
-    @classmethod
-    def from_checkpoint(cls, ckpt, optimizer, steps_per_epoch, path):
-        """The state saved in ``ckpt``; loads the optimizer state into ``optimizer`` (warns when absent)."""
-        if ckpt.get("optimizer"):
-            optimizer.load_state_dict(ckpt["optimizer"])
-        else:
-            logger.warning("%s has no optimizer state: SGD momentum restarts from zero", path)
-        state = cls(int(ckpt["epoch"]), int(ckpt["step"]), valid_pending=bool(ckpt.get("valid_pending", False)))
-        if ckpt.get("best_valid_loss") is not None:
-            state.best_valid_loss = float(ckpt["best_valid_loss"])
-        expected = state.epoch * steps_per_epoch
-        if state.step != expected:
-            logger.warning("train.ckpt is at step %d after %d epochs, but %d epochs of this data make %d steps",
-                           state.step, state.epoch, state.epoch, expected)
-        logger.info("Resuming from %s: epoch %d, step %d", path, state.epoch, state.step)
-        return state
-
-
-class Checkpoints:
-    """Writes ``train.ckpt`` (with the optimizer) and ``best.ckpt`` (without) in SAVE_PATH; only rank 0 writes."""
-
-    def __init__(self, save_path, model, optimizer, state, *, cfg, seed, rank=0):
-        self.save_path, self.model, self.optimizer, self.state = save_path, model, optimizer, state
-        self.cfg, self.seed, self.rank = cfg, seed, rank
-
-    def save(self, name, epoch, pending, with_optimizer=True):
-        """Write ``name`` after ``epoch`` completed epochs; ``pending``: its validation has not run yet."""
-        if self.rank == 0:
-            save_checkpoint(self.save_path / name, self.model, epoch=epoch, step=self.state.step,
-                            optimizer=self.optimizer if with_optimizer else None,
-                            best_valid_loss=self.state.best_valid_loss, cfg=self.cfg, seed=self.seed,
-                            valid_pending=pending)
-
-
-def build_training(cfg, device, device_ids, world_size, *, ckpt=None, ckpt_path=None, steps_per_epoch=0,
-                   channels_last=False, source="config"):
-    """``(model, optimizer, state)``: the network seeded by the caller's ``torch.manual_seed`` (or loaded from
-    ``ckpt``) on ``device``, SGD, and the :class:`TrainState` (restored from ``ckpt``); the model is wrapped in
-    DistributedDataParallel under torchrun and in DataParallel for several ``device_ids``."""
-    model = build_model(cfg, num_nodes=grid_size(cfg), source=source)
-    if ckpt is not None:
-        load_model_state(model, ckpt["state_dict"], source=str(ckpt_path))
-    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"])
-    state = TrainState() if ckpt is None else TrainState.from_checkpoint(ckpt, optimizer, steps_per_epoch, ckpt_path)
-    if world_size > 1:
-        model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids or None)
-    elif len(device_ids) > 1:
-        model = nn.DataParallel(model, device_ids=device_ids)
-    return model, optimizer, state
-
-
-def open_writer(save_path, cfg, step=None, *, options=None, preview=None):
-    """Create SAVE_PATH, write ``cfg.json`` and open the tensorboard writer (:class:`~wsi.monitor.TrainingBoard`,
-    which also logs ``options``, the run's settings, as text and hparams); ``step`` (on resume): drop events a
-    crashed run wrote after that step, so that curves do not double back. ``preview``: ``--tb_slide``'s
-    :class:`~wsi.monitor.SlidePreview`."""
-    from wsi.monitor import TrainingBoard
-
-    save_path.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, save_path / "cfg.json")
-    writer = TrainingBoard(str(save_path), purge_step=None if step is None else step + 1, preview=preview)
-    writer.log_settings(cfg, options or {}, step or 0)
-    return writer
-
-
 # One epoch -------------------------------------------------------------------------------------------------------
 def train_one_epoch(model, criterion, optimizer, tumor_loader, normal_loader, device, epoch, step, *, log_every,
                     seed=0, rank=0, world_size=1, writer=None, prepare=None, amp=False, lr_at=None):
@@ -355,7 +134,7 @@ def train_one_epoch(model, criterion, optimizer, tumor_loader, normal_loader, de
 
         predicts = (torch.sigmoid(output.float()) >= 0.5).float()
         acc = (predicts == target).float().mean()
-        loss_value, acc_value = _reduce_mean([loss.item(), acc.item()], world_size)
+        loss_value, acc_value = reduce_mean([loss.item(), acc.item()], world_size)
         step += 1
         grids += len(data)
         done = time.time()
@@ -399,18 +178,8 @@ def evaluate(model, criterion, tumor_loader, normal_loader, device, world_size=1
             if outputs is not None:
                 outputs.append((torch.sigmoid(output).cpu(), target.cpu()))
             steps += 1
-    loss, acc = _reduce_mean([loss_sum / steps, acc_sum / steps], world_size)
+    loss, acc = reduce_mean([loss_sum / steps, acc_sum / steps], world_size)
     return loss, acc
-
-
-def log_skipped(loaders, split, epoch, step, writer=None):
-    """Log and record the grids of ``split`` that could not be read this epoch; nothing when none failed (a clean
-    run's events are the original's)."""
-    skipped = loaders[f"tumor_{split}"].skipped + loaders[f"normal_{split}"].skipped
-    if skipped:
-        logger.warning("Epoch : %d, %d %s grids could not be read and were skipped", epoch + 1, skipped, split)
-        if writer is not None:
-            writer.add_scalar(f"{split}/skipped", skipped, step)
 
 
 def validate(model, criterion, loaders, datasets, device, epoch, state, checkpoints, *, world_size=1,
@@ -447,14 +216,10 @@ def run(args):
     cfg = load_config(args.cfg_path, check_paths=True)
     if args.epochs is not None:
         cfg = {**cfg, "epoch": args.epochs}
-    save_path = Path(args.save_path)
-    if save_path.exists() and not save_path.is_dir():
-        raise InputError(f"{save_path}: is a file, expected the output folder")
-    check_outputs(folders=[save_path])
-    check_save_folder(save_path, args.cfg_path, resume=args.resume, overwrite=args.overwrite,
-                      rewrites_cfg=args.epochs is not None)
+    save_path = check_save_path(args.save_path, args.cfg_path, resume=args.resume, overwrite=args.overwrite,
+                                rewrites_cfg=args.epochs is not None)
     ckpt, seed = load_resume(save_path, args.seed, args.trust_checkpoint) if args.resume else (None, args.seed)
-    device, device_ids = select_device(args, world_size, local_rank)
+    device, device_ids = select_device(args.device, args.device_ids, world_size, local_rank)
     num_gpu = max(1, len(device_ids)) if world_size == 1 else 1
     raw = augment_on_device(args.augment, device)
     datasets = build_datasets(cfg, seed, raw=raw, source=args.cfg_path)
@@ -481,10 +246,7 @@ def run(args):
                              preview=preview)
     checkpoints = Checkpoints(save_path, model, optimizer, state, cfg=cfg, seed=seed, rank=rank)
     step_options = dict(world_size=world_size, writer=writer, prepare=prepare, amp=args.amp)
-    lr_at = None
-    if "lr_schedule" in cfg or "lr_warmup_steps" in cfg:  # without them, the original's constant lr
-        total_steps = cfg["epoch"] * len(loaders["tumor_train"])
-        lr_at = functools.partial(lr_at_step, cfg, total_steps=total_steps)
+    lr_at = lr_schedule(cfg, len(loaders["tumor_train"]))  # None: the original's constant lr
 
     if state.epoch >= cfg["epoch"] and not state.valid_pending:
         logger.info("%s has already trained %d of %d epochs: nothing to do", save_path / "train.ckpt", state.epoch,

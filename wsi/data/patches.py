@@ -174,6 +174,23 @@ def generate_patches(wsi_dir, coords_path, out_dir, patch_size=768, level=0, num
         raise InputError(f"{out_dir}: is a file, expected the output folder")
 
     result = PatchGenResult()
+    tasks = _chunk_tasks(wsi_dir, rows, out_dir, patch_size, level, result)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for path in remove_stale_temporaries(out_dir):  # left by a run killed before it could clean up
+        logger.info("removed %s, left by an interrupted run", path)
+    copy_list(coords_path, out_dir)
+    bar = tqdm(total=len(rows), unit="patch", desc="patch_gen", disable=not progress or None)
+    bar.update(result.skipped + len(result.failed))
+    _run_tasks(tasks, num_process, out_dir, bar, result)
+    result.failed.sort()
+    _write_failed_list(out_dir / "failed.txt", result.failed)
+    return result
+
+
+def _chunk_tasks(wsi_dir, rows, out_dir, patch_size, level, result):
+    """The work of :func:`generate_patches`: one task per chunk of up to ``CHUNK_LINES`` lines of one slide,
+    ``(slide_path, out_dir, patch_size, level, [(i, pid, x, y), ...])``. The lines of a slide that cannot be found
+    go to ``result`` (failed, or skipped where their PNG is complete); a level a slide lacks raises up front."""
     by_pid = {}
     for i, (pid, x, y) in enumerate(rows):
         by_pid.setdefault(pid, []).append((i, pid, x, y))
@@ -190,13 +207,12 @@ def generate_patches(wsi_dir, coords_path, out_dir, patch_size=768, level=0, num
         check_level_up_front(slide_path, level)
         for start in range(0, len(lines), CHUNK_LINES):
             tasks.append((str(slide_path), str(out_dir), patch_size, level, lines[start:start + CHUNK_LINES]))
+    return tasks
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for path in remove_stale_temporaries(out_dir):  # left by a run killed before it could clean up
-        logger.info("removed %s, left by an interrupted run", path)
-    copy_list(coords_path, out_dir)
-    bar = tqdm(total=len(rows), unit="patch", desc="patch_gen", disable=not progress or None)
-    bar.update(result.skipped + len(result.failed))
+
+def _run_tasks(tasks, num_process, out_dir, bar, result):
+    """Run the chunk ``tasks`` (in this process, or in a pool of ``num_process``), counting into ``result`` and
+    ``bar``; whatever stops them, the pool ends, temporaries left by stopped writes go and the slides close."""
     if num_process == 1 or len(tasks) <= 1:
         outcomes = map(_write_chunk, tasks)
         pool = None
@@ -219,15 +235,15 @@ def generate_patches(wsi_dir, coords_path, out_dir, patch_size=768, level=0, num
         remove_stale_temporaries(out_dir, own=True)
         _slides.close()
 
-    result.failed.sort()
-    failed_path = out_dir / "failed.txt"
-    if result.failed:
+
+def _write_failed_list(failed_path, failed):
+    """``failed.txt``: ``<i>\\t<pid>,<x>,<y>\\t<reason>`` per failed line (sorted); removed when none failed."""
+    if failed:
         with atomic_open(failed_path, "w") as handle:
-            for i, pid, x, y, reason in result.failed:
+            for i, pid, x, y, reason in failed:
                 handle.write(f"{i}\t{pid},{x},{y}\t{' '.join(reason.split())}\n")
     elif failed_path.exists():
         failed_path.unlink()
-    return result
 
 
 def check_level_up_front(slide_path, level):

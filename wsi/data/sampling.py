@@ -252,6 +252,33 @@ def sample_coords(wsi_path, json_path, out_path, *, mask_path=None, pids=None, l
     Returns ``{file name: rows}`` of the lists written.
     """
 
+    _check_parameters(name, valid_fraction, valid_pids, min_tissue, margin)
+    pids = sorted(dict.fromkeys(pids)) if pids else json_pids(json_path)
+    if not pids:
+        raise ParameterError(f"{json_path}: no annotation JSONs, so no slides to sample (or give {{pids}})")
+    annotations = load_annotations(json_path, pids, assume_normal=assume_normal)
+    slides = {pid: find_slide(wsi_path, pid) for pid in pids}
+    _check_slides_and_masks(slides, mask_path, level)
+    tumour_slide = {pid: bool(annotations[pid].positive) for pid in pids}
+    tumour_pids = [p for p in pids if tumour_slide[p]]
+    tumour_counts, normal_counts = centre_counts(pids, tumour_pids, num_tumor, tumor_per_slide, num_normal,
+                                                 normal_per_slide)
+    valid = split_slides(pids, tumour_slide, valid_fraction, valid_pids, seed)
+
+    lists = {name: ([], []), "valid": ([], [])} if valid else {name: ([], [])}
+    for pid in pids if progress is None else progress(pids):
+        with open_slide(slides[pid]) as slide:
+            tissue, geometry = _tissue_of(slide, slides[pid], mask_path, pid, level, rgb_min)
+        tumour, normal = sample_slide(pid, annotations[pid], tissue, geometry, tumour_counts.get(pid, 0),
+                                      normal_counts[pid], seed=seed, margin=margin, min_tissue=min_tissue)
+        logger.info("%s: %d tumour, %d normal centres", pid, len(tumour), len(normal))
+        tumour_rows, normal_rows = lists["valid" if pid in valid else name]
+        tumour_rows.extend((pid, x, y) for x, y in tumour.tolist())
+        normal_rows.extend((pid, x, y) for x, y in normal.tolist())
+    return _write_lists(lists, seed, out_path)
+
+
+def _check_parameters(name, valid_fraction, valid_pids, min_tissue, margin):
     if name == "valid" and (valid_fraction or valid_pids):
         raise ParameterError("{name} valid clashes with the validation split, which writes the *_valid.txt lists")
     if not 0 <= valid_fraction < 1:
@@ -260,11 +287,12 @@ def sample_coords(wsi_path, json_path, out_path, *, mask_path=None, pids=None, l
         raise ParameterError(f"{{min_tissue}} {min_tissue}: must be in [0, 1]")
     if margin < 0:
         raise ParameterError(f"{{margin}} {margin}: must be >= 0")
-    pids = sorted(dict.fromkeys(pids)) if pids else json_pids(json_path)
-    if not pids:
-        raise ParameterError(f"{json_path}: no annotation JSONs, so no slides to sample (or give {{pids}})")
-    annotations = load_annotations(json_path, pids, assume_normal=assume_normal)
-    slides = {pid: find_slide(wsi_path, pid) for pid in pids}
+
+
+def _check_slides_and_masks(slides, mask_path, level):
+    """Every slide ``{pid: path}`` opens and has its tissue mask (``<mask_path>/<pid>.npy`` fitting it) or the
+    level the mask is computed at, checked before sampling any, so that a bad one stops the run at once."""
+    pids = list(slides)
     if mask_path is not None:
         if not Path(mask_path).is_dir():
             raise SamplingError(f"{mask_path}: no such tissue-mask folder")
@@ -279,9 +307,11 @@ def sample_coords(wsi_path, json_path, out_path, *, mask_path=None, pids=None, l
                 load_tissue_mask(Path(mask_path) / f"{pid}.npy", slide, mmap=True)
             else:
                 slide.check_level(level)
-    tumour_slide = {pid: bool(annotations[pid].positive) for pid in pids}
-    tumour_pids = [p for p in pids if tumour_slide[p]]
 
+
+def centre_counts(pids, tumour_pids, num_tumor, tumor_per_slide, num_normal, normal_per_slide):
+    """``(tumour_counts, normal_counts)``, ``{pid: centres}`` of the tumour slides and of all slides (the rules of
+    :func:`sample_coords`)."""
     if num_tumor is not None:
         tumour_counts = spread(num_tumor, tumour_pids)
     else:
@@ -294,24 +324,22 @@ def sample_coords(wsi_path, json_path, out_path, *, mask_path=None, pids=None, l
         normal_counts = spread(num_normal, pids)
     else:
         normal_counts = {pid: int(normal_per_slide) for pid in pids}
-    valid = split_slides(pids, tumour_slide, valid_fraction, valid_pids, seed)
+    return tumour_counts, normal_counts
 
-    lists = {name: ([], []), "valid": ([], [])} if valid else {name: ([], [])}
-    for pid in pids if progress is None else progress(pids):
-        with open_slide(slides[pid]) as slide:
-            if mask_path is not None:
-                tissue, geometry = load_tissue_mask(Path(mask_path) / f"{pid}.npy", slide)
-            else:
-                tissue = tissue_mask(slide, level=level, rgb_min=rgb_min)
-                geometry = mask_geometry(slide.level_dimensions, slide.level_downsamples, tissue.shape,
-                                         mask_name=f"{slides[pid]} (tissue mask)", slide_name=str(slides[pid]))
-        tumour, normal = sample_slide(pid, annotations[pid], tissue, geometry, tumour_counts.get(pid, 0),
-                                      normal_counts[pid], seed=seed, margin=margin, min_tissue=min_tissue)
-        logger.info("%s: %d tumour, %d normal centres", pid, len(tumour), len(normal))
-        tumour_rows, normal_rows = lists["valid" if pid in valid else name]
-        tumour_rows.extend((pid, x, y) for x, y in tumour.tolist())
-        normal_rows.extend((pid, x, y) for x, y in normal.tolist())
 
+def _tissue_of(slide, slide_path, mask_path, pid, level, rgb_min):
+    """``(tissue [x, y] bool, MaskGeometry)`` of an open slide: its mask file, or computed at ``level``."""
+    if mask_path is not None:
+        return load_tissue_mask(Path(mask_path) / f"{pid}.npy", slide)
+    tissue = tissue_mask(slide, level=level, rgb_min=rgb_min)
+    geometry = mask_geometry(slide.level_dimensions, slide.level_downsamples, tissue.shape,
+                             mask_name=f"{slide_path} (tissue mask)", slide_name=str(slide_path))
+    return tissue, geometry
+
+
+def _write_lists(lists, seed, out_path):
+    """Write ``{split: (tumour rows, normal rows)}`` as ``<kind>_<split>.txt``, each shuffled; returns
+    ``{file name: rows}``."""
     written = {}
     for k, (split, (tumour_rows, normal_rows)) in enumerate(lists.items()):
         for kind, rows, stream in (("tumor", tumour_rows, 2 * k), ("normal", normal_rows, 2 * k + 1)):

@@ -36,7 +36,7 @@ def smooth(probs_map, sigma):
     return probs_map
 
 
-def nms(probs_map, level=6, radius=12, prob_thred=0.5, sigma=0.0, cell=None):
+def nms(probs_map, level=6, radius=12, prob_thred=0.5, sigma=0.0, cell=None, checked=False):
     """Detections ``[(prob, x, y), ...]`` of an ``[x, y]`` probability map, in the original's order.
 
     Parameters
@@ -54,6 +54,9 @@ def nms(probs_map, level=6, radius=12, prob_thred=0.5, sigma=0.0, cell=None):
         Stop once no value is strictly above it; at least 0.
     sigma : float
         Gaussian smoothing (map cells) before the search when > 0; the probabilities reported are smoothed.
+    checked : bool
+        The map was loaded by :func:`wsi.arrays.load_array`, which checked it (2-D, numeric, finite): not scanned
+        again. Otherwise it is checked here (:func:`wsi.arrays.check_array`).
 
     Returns a list of ``(prob float, x int, y int)`` in level-0 pixels, in descending order of probability
     (ties: smallest x, then smallest y).
@@ -66,7 +69,8 @@ def nms(probs_map, level=6, radius=12, prob_thred=0.5, sigma=0.0, cell=None):
         raise ParameterError(f"{{prob_thred}} must be at least 0, got {prob_thred}")
     if level < 0:
         raise ParameterError(f"{{level}} must be at least 0, got {level}")
-    check_array(np.asarray(probs_map), "probability map", "probability map")
+    if not checked:
+        check_array(np.asarray(probs_map), "probability map", "probability map")
     values = smooth(probs_map, sigma)
     size_x, size_y = values.shape
     resolution = level_cell_size(level) if cell is None else cell

@@ -1,4 +1,4 @@
-"""What both inference modes share: devices, autocast, the statistics they report."""
+"""What both inference modes share: autocast, the busy clock, the statistics they report."""
 
 import contextlib
 import time
@@ -54,10 +54,6 @@ def synchronize(device):
     """Wait for the device's queued work (CUDA), so that wall-clock timings measure it; a no-op on the CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def model_device(model):
-    return next(model.parameters()).device
 
 
 class BusyClock:

@@ -15,10 +15,10 @@ from tqdm import tqdm
 
 from wsi.data.slide import RegionReadError
 from wsi.data.wsi_producer import GridWSIPatchDataset
-from wsi.inference.common import BusyClock, autocast, model_device
+from wsi.inference.common import BusyClock, autocast
 from wsi.inference.loader import guarded_loader
 from wsi.inference.tta import transforms
-from wsi.model.inference import as_input
+from wsi.model.inference import InferencePass
 
 logger = logging.getLogger(__name__)
 
@@ -29,9 +29,9 @@ def faithful_probs_map(model, wsi_path, mask, grid, geometry, *, batch_size=20, 
 
     Parameters
     ----------
-    model : ResNetGrid
+    model : ResNetGrid or InferencePass
         In eval mode, on its device (``embed`` and ``grid_logits`` are used, as ``model(grids)`` does); may be an
-        :func:`~wsi.model.inference.inference_model`, whose patches are then given in channels_last.
+        :class:`~wsi.model.inference.InferencePass`, whose patches are then given in the layout it wants.
     wsi_path : path of the slide.
     mask : ndarray bool ``[X_mask, Y_mask]``
         The tissue mask, x first.
@@ -54,7 +54,8 @@ def faithful_probs_map(model, wsi_path, mask, grid, geometry, *, batch_size=20, 
     Returns the map, float64 ``[X_mask, Y_mask]``: sigmoid of the kept node's logit at tissue positions, 0
     elsewhere.
     """
-    device = model_device(model)
+    net = InferencePass.of(model)
+    device = net.device
     started = time.perf_counter()
     clock = BusyClock(device)
     pairs = transforms(eight_avg)
@@ -78,13 +79,13 @@ def faithful_probs_map(model, wsi_path, mask, grid, geometry, *, batch_size=20, 
             if items is None:
                 continue
             grids, x_mask, y_mask = items
-            # model(grids), with the patches laid out as the model expects (channels_last for inference_model).
+            # model(grids), with the patches laid out as the pass expects (channels_last for inference_model).
             batch, nodes = grids.shape[:2]
-            patches = as_input(model, grids.to(device, non_blocking=True).flatten(0, 1))
+            patches = net.as_input(grids.to(device, non_blocking=True).flatten(0, 1))
             with torch.inference_mode(), autocast(device, amp):
                 with clock:
-                    feats, logits = model.embed(patches)
-                logits = model.grid_logits(feats.reshape(batch, nodes, -1), logits.reshape(batch, nodes))
+                    feats, logits = net.embed(patches)
+                logits = net.grid_logits(feats.reshape(batch, nodes, -1), logits.reshape(batch, nodes))
             probs = torch.sigmoid(logits[:, kept].float()).cpu().numpy()
             probs_map[x_mask.numpy(), y_mask.numpy()] = probs
             bar.update(len(probs))

@@ -37,17 +37,16 @@ from tqdm import tqdm
 
 from wsi.data.crops import normalize
 from wsi.data.slide_handles import SlideHandles
-from wsi.geometry import fast_mode_problem
-from wsi.inference.common import BusyClock, autocast, model_device
+from wsi.errors import FastModeInexact
+from wsi.inference.common import BusyClock, autocast
 from wsi.inference.damaged import positions_using, read_block_tolerant
+from wsi.inference.lattice import BLOCK_SIZE, PatchLattice, fast_mode_problem, needed_cells
 from wsi.inference.tta import grid_permutation, transforms
-from wsi.model.inference import as_input
+from wsi.model.inference import InferencePass
 from wsi.orientation import from_names, orient
 
 logger = logging.getLogger(__name__)
 
-#: Default side of a block read at once, in level-0 pixels (before the crop overlap): 2048 → ~15 MB of RGB.
-BLOCK_SIZE = 2048
 #: Tissue positions per CRF call.
 CRF_CHUNK = 4096
 
@@ -107,58 +106,6 @@ class BlockReader:
         self._handles.close()
 
 
-class PatchLattice:
-    """The lattice of patches the grids of one mask share, and the blocks to read.
-
-    Stored index ``(i, j)`` is lattice patch ``(u, v) = (i − lo_x, j − lo_y)``; patch ``(u, v)`` is the crop
-    ``[u·s + a_x, +crop) × [v·s + a_y, +crop)`` of level 0. ``need [Wx, Wy]`` (x first) marks the patches some
-    tissue grid uses; node (r, c) of position (xm, ym) is stored patch ``(xm + c·q, ym + r·q)``.
-    """
-
-    def __init__(self, mask, grid, geometry, cells, block_size=BLOCK_SIZE):
-        problem = fast_mode_problem(geometry, grid)
-        if problem:
-            raise ValueError(f"the fast mode is not exact here: {problem}")
-        self.stride = s = geometry.integer_stride
-        self.q = q = grid.patch_size // s
-        self.crop = grid.crop_size
-        row, col = grid.kept_cell
-        self.lo_x, self.lo_y = col * q, row * q
-        base = s // 2 - grid.image_size // 2 + grid.crop_offsets()[0]
-        self.a_x, self.a_y = base + col * grid.patch_size, base + row * grid.patch_size
-        x_mask, y_mask = mask.shape
-        span = (grid.side - 1) * q
-        self.need = np.zeros((x_mask + span, y_mask + span), dtype=bool)
-        for r, c in cells:
-            self.need[c * q:c * q + x_mask, r * q:r * q + y_mask] |= mask
-        self.band = max(1, block_size // s)
-        self.span = span
-
-    @property
-    def num_bands(self):
-        return -(-self.need.shape[1] // self.band)
-
-    def blocks(self):
-        """Blocks to read, band by band: ``(band, i0, i1, j0, j1, (x, y, w, h))``, trimmed to needed patches."""
-        out = []
-        k = self.band
-        for band, j0 in enumerate(range(0, self.need.shape[1], k)):
-            rows = self.need[:, j0:j0 + k]
-            for i0 in range(0, self.need.shape[0], k):
-                sub = rows[i0:i0 + k]
-                if not sub.any():
-                    continue
-                cols_any, rows_any = np.flatnonzero(sub.any(axis=1)), np.flatnonzero(sub.any(axis=0))
-                i_lo, i_hi = i0 + cols_any[0], i0 + cols_any[-1] + 1
-                j_lo, j_hi = j0 + rows_any[0], j0 + rows_any[-1] + 1
-                x = (i_lo - self.lo_x) * self.stride + self.a_x
-                y = (j_lo - self.lo_y) * self.stride + self.a_y
-                w = (i_hi - i_lo - 1) * self.stride + self.crop
-                h = (j_hi - j_lo - 1) * self.stride + self.crop
-                out.append((band, int(i_lo), int(i_hi), int(j_lo), int(j_hi), (int(x), int(y), int(w), int(h))))
-        return out
-
-
 class EmbeddingRing:
     """Embeddings ``[rows, Wx, D]`` and logits ``[rows, Wx]`` of the lattice patches of a band of lattice rows,
     one pair per transform; lattice row ``j`` lives in ring row ``j % rows``."""
@@ -177,7 +124,7 @@ class EmbeddingRing:
 def embed_block(model, block, lattice, need, origin, ring, pairs, *, batch_size, amp, clock, device):
     """Run the needed patches of one block through the backbone into ``ring``; returns the patches run.
 
-    ``block`` ``[h, w, 3]`` uint8 (rows = y); ``need [cols, rows]`` (x first) marks its needed lattice patches;
+    ``model`` is an :class:`~wsi.model.inference.InferencePass`; ``block`` ``[h, w, 3]`` uint8 (rows = y); ``need [cols, rows]`` (x first) marks its needed lattice patches;
     ``origin`` = (i_lo, j_lo), the lattice index of its top-left patch. Each patch is scaled as the faithful
     dataset does, ``(x − 128) / 128`` in float32, and computed once per transform of ``pairs``.
     """
@@ -190,7 +137,7 @@ def embed_block(model, block, lattice, need, origin, ring, pairs, *, batch_size,
         r = torch.from_numpy(rows[start:start + batch_size]).to(device)
         batch = patches[:, r, c].permute(1, 0, 2, 3)  # [n, 3, crop, crop]
         for t, (flip, rotate) in enumerate(pairs):
-            inputs = as_input(model, orient(batch, *from_names(flip, rotate), axes=(2, 3)))
+            inputs = model.as_input(orient(batch, *from_names(flip, rotate), axes=(2, 3)))
             with clock, autocast(device, amp):
                 feats, logits = model.embed(inputs)
             ring.store(t, r + origin[1], c + origin[0], feats, logits)
@@ -217,9 +164,10 @@ def fast_probs_map(model, wsi_path, mask, grid, geometry, *, batch_size=180, num
 
     Parameters are those of :func:`~wsi.inference.faithful.faithful_probs_map`, except ``batch_size``, which is
     patches (not grids) per forward pass, ``num_workers``, the threads reading blocks ahead (0: read in this
-    thread), and ``block_size``, the side in level-0 pixels of the blocks read at once. ``model`` may be an
-    :func:`~wsi.model.inference.inference_model` (channels_last input is then given). Requires
-    :func:`~wsi.geometry.fast_mode_problem` to be None (raises ValueError otherwise).
+    thread), and ``block_size``, the side in level-0 pixels of the blocks read at once. ``model`` is a ResNetGrid
+    or an :class:`~wsi.model.inference.InferencePass` (its patches are given in the layout it wants). Raises
+    :class:`~wsi.errors.FastModeInexact` (a ValueError), before any work, where
+    :func:`~wsi.inference.lattice.fast_mode_problem` says the fast mode would not give the faithful map exactly.
 
     ``stats`` (optional) gets the counts, and in ``extra``: ``needed_patches``, ``blocks``, ``cnn_seconds`` (time in
     the backbone), ``wall_seconds`` and ``cnn_busy`` (their ratio).
@@ -230,17 +178,12 @@ def fast_probs_map(model, wsi_path, mask, grid, geometry, *, batch_size=180, num
     started = time.perf_counter()
     problem = fast_mode_problem(geometry, grid, eight_avg)
     if problem:
-        raise ValueError(f"the fast mode is not exact here: {problem}")
+        raise FastModeInexact(problem)
+    net = InferencePass.of(model)
     mask = np.asarray(mask, dtype=bool)
-    device = model_device(model)
     pairs = transforms(eight_avg)
-    side, kept = grid.side, grid.kept
-    perms = [grid_permutation(side, flip, rotate) for flip, rotate in pairs]
-    use_crf = getattr(model, "use_crf", True)
-    # Without a CRF only the kept node's own patch matters (the kept cell after each transform): one patch per
-    # position and transform.
-    node_sets = [range(grid.num_nodes) if use_crf else [kept] for _ in pairs]
-    cells = sorted({divmod(int(perm[i]), side) for perm, nodes in zip(perms, node_sets) for i in nodes})
+    perms = [grid_permutation(grid.side, flip, rotate) for flip, rotate in pairs]
+    cells = needed_cells(grid, perms, net.use_crf)
     lattice = PatchLattice(mask, grid, geometry, cells, block_size)
     blocks = lattice.blocks()
     num_positions = int(np.count_nonzero(mask))
@@ -251,13 +194,38 @@ def fast_probs_map(model, wsi_path, mask, grid, geometry, *, batch_size=180, num
     if num_positions == 0:
         return total
 
-    ring = EmbeddingRing(lattice.band + lattice.span, lattice.need.shape[0], model.fc.in_features, len(pairs),
-                         device)
-    clock = BusyClock(device)
+    clock = BusyClock(net.device)
+    bad_patches, bad_reason = run_bands(net, wsi_path, mask, grid, lattice, blocks, pairs, perms, total,
+                                        batch_size=batch_size, num_workers=num_workers, amp=amp, progress=progress,
+                                        clock=clock, stats=stats)
+    if eight_avg:
+        total /= len(pairs)
+    if bad_patches.any():  # positions whose grid needs an undecodable patch: 0, listed
+        failed = positions_using(bad_patches, mask, cells, lattice.q)
+        total[failed] = 0.0
+        if stats is not None:
+            stats.failed.update({(int(xm), int(ym)): bad_reason for xm, ym in zip(*np.nonzero(failed))})
+    if stats is not None:
+        wall = time.perf_counter() - started
+        stats.extra.update(cnn_seconds=clock.seconds, wall_seconds=wall, cnn_busy=clock.seconds / max(wall, 1e-9))
+    return total
+
+
+def run_bands(net, wsi_path, mask, grid, lattice, blocks, pairs, perms, total, *, batch_size, num_workers, amp,
+              progress, clock, stats):
+    """Read the blocks band by band, embed their needed patches and write the map's values of the mask rows that
+    are ready into ``total`` (float64 ``[X_mask, Y_mask]``, summed over the transforms ``pairs``).
+
+    Returns ``(bad_patches, reason)``: bool ``[Wx, Wy]``, the lattice patches that could not be decoded, and the
+    first reason given.
+    """
+    device = net.device
+    ring = EmbeddingRing(lattice.band + lattice.span, lattice.need.shape[0], net.feat_dim, len(pairs), device)
     reader = BlockReader(wsi_path, [b[-1] for b in blocks], threads=num_workers, lattice=lattice, blocks=blocks)
     bad_patches = np.zeros(lattice.need.shape, dtype=bool)  # lattice patches that could not be decoded
     bad_reason = ""
-    bar = tqdm(total=num_positions, unit="pos", desc="probs_map (fast)", disable=not progress, leave=False)
+    bar = tqdm(total=int(np.count_nonzero(mask)), unit="pos", desc="probs_map (fast)", disable=not progress,
+               leave=False)
     y_mask = mask.shape[1]
     next_row = 0  # first mask row (y) whose positions are not done
     read = iter(reader)
@@ -272,7 +240,7 @@ def fast_probs_map(model, wsi_path, mask, grid, geometry, *, batch_size=180, num
                     if len(bad):
                         bad_patches[bad[:, 0] + i_lo, bad[:, 1] + j_lo] = True
                         bad_reason = bad_reason or reason
-                    evaluated = embed_block(model, block, lattice, lattice.need[i_lo:i_hi, j_lo:j_hi],
+                    evaluated = embed_block(net, block, lattice, lattice.need[i_lo:i_hi, j_lo:j_hi],
                                             (i_lo, j_lo), ring, pairs, batch_size=batch_size, amp=amp, clock=clock,
                                             device=device)
                     if stats is not None:
@@ -282,8 +250,8 @@ def fast_probs_map(model, wsi_path, mask, grid, geometry, *, batch_size=180, num
                 # Mask rows whose every neighbour row (up to 2q lattice rows below) has been computed.
                 ready = min(y_mask, (band + 1) * lattice.band - lattice.span)
                 if ready > next_row:
-                    xs, ys, probs = emit_ready_rows(model, mask, (next_row, ready), ring, perms, lattice, grid,
-                                                    use_crf, device)
+                    xs, ys, probs = emit_ready_rows(net, mask, (next_row, ready), ring, perms, lattice, grid,
+                                                    net.use_crf, device)
                     total[xs, ys] = probs
                     bar.update(len(xs))
                     next_row = ready
@@ -291,21 +259,12 @@ def fast_probs_map(model, wsi_path, mask, grid, geometry, *, batch_size=180, num
         read.close()  # stops the read-ahead (and waits for reads in progress) before the slide handles close
         bar.close()
         reader.close()
-    if eight_avg:
-        total /= len(pairs)
-    if bad_patches.any():  # positions whose grid needs an undecodable patch: 0, listed
-        failed = positions_using(bad_patches, mask, cells, lattice.q)
-        total[failed] = 0.0
-        if stats is not None:
-            stats.failed.update({(int(xm), int(ym)): bad_reason for xm, ym in zip(*np.nonzero(failed))})
-    if stats is not None:
-        wall = time.perf_counter() - started
-        stats.extra.update(cnn_seconds=clock.seconds, wall_seconds=wall, cnn_busy=clock.seconds / max(wall, 1e-9))
-    return total
+    return bad_patches, bad_reason
 
 
 def _grid_probs(model, ring_feats, ring_logits, perms, xs, ys, q, side, kept, ring_rows, use_crf, device):
-    """Sigmoid of the kept node's (CRF) logit at positions ``(xs, ys)``, one float64 array per transform."""
+    """Sigmoid of the kept node's (CRF) logit at positions ``(xs, ys)``, one float64 array per transform;
+    ``model`` is an :class:`~wsi.model.inference.InferencePass`."""
     xs_t, ys_t = torch.from_numpy(xs).to(device), torch.from_numpy(ys).to(device)
     out = []
     for feats_ring, logits_ring, perm in zip(ring_feats, ring_logits, perms):

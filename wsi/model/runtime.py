@@ -119,9 +119,9 @@ def _openvino(module, example, threads):
     request = compiled.create_infer_request()
 
     def run(array):
-        request.infer([array])
-        # The request reuses its output buffers: copy before the next call.
-        return [request.get_output_tensor(k).data.copy() for k in range(2)]
+        # infer() returns the outputs copied out of the request's buffers, which the next call reuses: arrays of
+        # the caller's own (one copy; reading the buffers themselves would alias the next call's outputs).
+        return list(request.infer([array]).to_tuple())
 
     return run
 

@@ -21,8 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 from wsi.errors import OutputError
 
 #: The temporary names :func:`atomic_path` makes: ``.<stem>.<random>.<host>-<pid>.tmp<suffix>``.
@@ -97,14 +95,6 @@ def check_not_inputs(outputs, inputs):
             if same_file(output, source):
                 shown = f"{source}" if os.fspath(source) == os.fspath(output) else f"{source} under another name"
                 raise OutputError(output, f"it is the input {shown}; an output never replaces an input")
-
-
-def file_digest(path):
-    """The SHA-256 of a file's bytes, hex (a checkpoint's or a config's identity in a sidecar)."""
-    import hashlib
-
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _is_running(pid):
@@ -211,75 +201,3 @@ def atomic_open(path, mode="w", **kwargs):
     """Open a temporary file beside ``path`` for writing; it replaces ``path`` when the block succeeds."""
     with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as handle:
         yield handle
-
-
-def npy_path(path):
-    """The file ``np.save(path, ...)`` writes: ``path`` with ``.npy`` appended when it lacks that suffix."""
-    path = Path(path)
-    return path if path.suffix == ".npy" else path.with_name(path.name + ".npy")
-
-
-def save_npy(path, array):
-    """``np.save`` atomically; returns the path written (``.npy`` appended as ``np.save`` does)."""
-    path = npy_path(path)
-    with atomic_open(path, "wb") as handle:
-        np.save(handle, array)
-    return path
-
-
-def npy_header(path):
-    """``(shape, dtype)`` of a ``.npy`` file from its header alone, or None when it is not a complete one.
-
-    A file whose size does not match its header (a copy cut short) counts as incomplete.
-    """
-    path = Path(path)
-    try:
-        with open(path, "rb") as handle:
-            version = np.lib.format.read_magic(handle)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
-            shape, fortran, dtype = read_header(handle)
-            data_start = handle.tell()
-    except (OSError, ValueError, EOFError):
-        return None
-    if dtype.hasobject:
-        return None
-    expected = data_start + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if path.stat().st_size != expected:
-        return None
-    return tuple(shape), dtype
-
-
-def is_complete_npy(path, shape, dtype):
-    """True when ``path`` is a complete ``.npy`` of this shape and dtype (a map a re-run may skip)."""
-    header = npy_header(path)
-    return header is not None and header[0] == tuple(shape) and header[1] == np.dtype(dtype)
-
-
-def read_text_lines(path):
-    """The lines of a UTF-8 text file (newlines kept); a non-UTF-8 byte is an InputError naming file and line."""
-    from wsi.errors import InputError
-
-    path = Path(path)
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = data.count(b"\n", 0, err.start) + 1
-        raise InputError(f"{path}: line {line}: not UTF-8 text (byte 0x{data[err.start]:02x})") from None
-    return text.splitlines(keepends=True)
-
-
-def figure_format(path, what="figure"):
-    """The matplotlib format of a figure file by its suffix (``png`` when it has none), checked before the work.
-
-    Raises :class:`~wsi.errors.InputError` naming the file when matplotlib cannot write that format.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    from wsi.errors import InputError
-
-    fmt = Path(path).suffix.lstrip(".").lower() or "png"
-    if fmt not in FigureCanvasAgg.get_supported_filetypes():
-        raise InputError(f"{path}: cannot save a {what} as {fmt!r}; use .png, .pdf or .svg")
-    return fmt
