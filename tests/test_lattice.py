@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from wsi.geometry import GridSpec, MaskGeometry, TRANSFORMS
+from wsi.geometry import GridSpec, MaskGeometry
+from wsi.orientation import TRANSFORMS
 from wsi.inference.lattice import PatchLattice, fast_mode_problem, needed_cells
 from wsi.inference.tta import grid_permutation
 
