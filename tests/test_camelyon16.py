@@ -27,7 +27,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from wsi.synthetic import make_synthetic_slide
 
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="the scripts need bash")
@@ -390,7 +390,7 @@ def test_redo_training_with_another_lr(small_tree, tmp_path):
 def test_damaged_test_slide_replaced(small_tree, tmp_path):
     """A test slide with unreadable tiles fails 07 with its positions listed; after a good copy is put back (same
     size and time, so no setting or input changed), the same command computes that map again and completes."""
-    from tests.test_faults import tiles_across, zero_tile
+    from tests.helpers import tiles_across, zero_tile
 
     tree, out = copy_tree(small_tree, tmp_path), tmp_path / "run"
     slide = tree / "testing" / "images" / "test_001.tif"

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from wsi.config import (ConfigError, dataset_source, grid_size, label_mode, load_config, patch_per_side,
                         save_config)
 

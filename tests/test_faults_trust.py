@@ -7,7 +7,7 @@ stale temporaries, outputs made with other settings or maps with failed position
 range; and the minor cases of the issue. Each case asserts the exit status, one ``error:`` line without a
 traceback where the run is refused, and that every input is left as it was (bytes compared).
 
-Reuses the synthetic world of ``tests/test_faults.py`` (a 512² tumour slide, a damaged copy, a tiny CRF model).
+Reuses the synthetic world of the fault matrix (``world`` in tests/conftest.py) (a 512² tumour slide, a damaged copy, a tiny CRF model).
 """
 
 import argparse
@@ -20,8 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.test_faults import (HOST, MASK_LEVEL, assert_one_error, call, dead_pid, temporaries, world,  # noqa: F401
-                               write_train_config)
+from tests.helpers import HOST, MASK_LEVEL, assert_one_error, call, dead_pid, temporaries, write_train_config
 from wsi.arrays import save_array
 from wsi.bin import (Evaluation_FROC, annotation_mask, camelyon16xml2json, check_slides, coords_report, export,
                      hard_negatives, nms, patch_gen, plot_W, probs_map, sample_coords, slide_auc, tissue_mask, train)

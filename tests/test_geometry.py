@@ -10,14 +10,13 @@ import json
 import subprocess
 import sys
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT, cmu_pyramid
 from wsi.arrays import load_array, read_sidecar, save_array, sidecar_path
 from wsi.bin import export as export_cli
 from wsi.bin import nms as nms_cli
@@ -34,14 +33,6 @@ CFG = {"model": "resnet18", "use_crf": True, "batch_size": 4, "image_size": 192,
        "crop_size": 56, "lr": 0.001, "momentum": 0.9, "epoch": 1, "log_every": 1,
        "data_path_tumor_train": "x", "data_path_normal_train": "x", "data_path_tumor_valid": "x",
        "data_path_normal_valid": "x", "json_path_train": "x", "json_path_valid": "x"}
-
-
-def cmu_pyramid(path, factor):
-    """The real H&E crop (2220×2967) as a JPEG pyramid whose levels step by ``factor``."""
-    with open_slide(Path(__file__).parent / "data" / "cmu_small_region.svs") as slide:
-        image = slide.read_level(0)
-    write_pyramid_from_array(path, image, factor=factor, mpp=0.499)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tests.test_sampling import tissue_mask_of
+from tests.helpers import tissue_mask_of
 from wsi.bin import hard_negatives
 from wsi.data.coords import read_coords, write_coords
 from wsi.data.hard_negatives import hard_negative_centres

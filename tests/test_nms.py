@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from wsi.bin.nms import main
 from wsi.eval.detections import read_detections
 from wsi.eval.nms import nms

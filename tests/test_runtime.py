@@ -18,7 +18,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 GUARD = ROOT / "tests" / "network_guard"
 HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
@@ -131,8 +131,7 @@ def broken_openvino(tmp_path, how):
 def test_a_broken_openvino_falls_back_to_pytorch_in_one_line(tmp_path, how, reason):
     """probs_map.py with the default --runtime auto: the map is made by PyTorch's pass, one warning, no traceback;
     the same with --runtime openvino is one error line and exit 2."""
-    from tests.test_inference_model import randomised_model
-    from tests.test_probs_map import make_slide
+    from tests.helpers import make_slide, randomised_model
     from wsi.model.checkpoint import save_checkpoint
 
     slide = make_slide(tmp_path / "slide.tif", 1600, 1088)  # level 6: 25 × 17
