@@ -476,3 +476,43 @@ def test_summary_explains_a_froc_without_thresholds_and_resumed_times(tmp_path):
     assert "FROC was computed without thresholds" in proc.stdout and "drops the lowest" in proc.stdout
     assert re.search(r"05_train_crf +120\.0  \(resumed: with the interrupted attempts\)", proc.stdout)
     assert "total" in proc.stdout and "120.5" in proc.stdout
+
+
+def stage_functions(*names):
+    """The bodies of camelyon16.sh's stage functions ``names`` (``froc() { ... }``), as bash source."""
+    text = SCRIPT.read_text()
+    return "\n".join(re.search(rf"^{name}\(\) {{.*?^}}", text, re.S | re.M).group(0) for name in names)
+
+
+def test_froc_and_auc_stages_apply_c16_exclude(tmp_path):
+    # The stages themselves (camelyon16.sh's froc and auc, running 10_froc.sh and 11_auc.sh for real) on a tiny
+    # tree where Test_049 is present: the rehearsal has no Test_049/Test_114, so it cannot tell.
+    from wsi.data.pyramid import write_pyramid_from_array
+
+    d = tmp_path / "c16"
+    for folder in ("gt_masks", "csv/crf", "probs/crf", "slides", "results"):
+        (d / folder).mkdir(parents=True)
+    design = np.zeros((64, 64), np.uint8)
+    design[4:12, 4:48] = 255  # one lesion; level 5 of a 2048² slide
+    write_pyramid_from_array(d / "gt_masks" / "Test_001.tif", np.kron(design, np.ones((32, 32), np.uint8)),
+                             compression="zlib", resample="nearest")
+    (d / "csv" / "crf" / "Test_001.csv").write_text("0.90000,800,250\n0.40000,800,1500\n")
+    (d / "csv" / "crf" / "Test_049.csv").write_text("0.99000,10,10\n0.98000,20,20\n")  # normal: FPs if counted
+    for stem, top in (("Test_001", 0.9), ("Test_002", 0.2), ("Test_049", 0.95)):
+        np.save(d / "probs" / "crf" / f"{stem}.npy", np.full((4, 4), top))
+    (d / "slides" / "reference.csv").write_text("Test_001,Tumor,Macro,Primary\nTest_002,Normal,None,None\n"
+                                                "Test_049,Normal,None,None\n")
+    script = "\n".join([
+        'fail() { echo "error: $*"; return 1; }',
+        stage_functions("froc", "auc"),
+        "froc crf && auc crf",
+    ])
+    env = {**os.environ, "PYTHON": sys.executable, "D": str(d), "RESULTS": str(d / "results"),
+           "SCRIPTS": str(ROOT / "scripts"), "C16_EXCLUDE": "Test_049,Test_114", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", script], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    froc = json.loads((d / "results" / "crf_froc.json").read_text())
+    assert sorted(froc["slides"]) == ["Test_001"] and froc["num_slides"] == 1
+    scores = (d / "results" / "crf_slide_scores.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in scores] == ["slide", "Test_001", "Test_002"]

@@ -41,3 +41,14 @@ def test_train_junk_checkpoint_on_resume_is_one_line(world, tmp_path, capsys):
     assert status == 2
     assert_one_error(err, "train.ckpt")
     assert sorted(p.name for p in out.iterdir()) == ["train.ckpt"]
+
+
+def test_train_max_failed_share_0_trains_when_nothing_fails(world, tmp_path, capsys, caplog):
+    # The boundary: 0 allows no failure, and a run without one is within it (skipped 0 is not more than 0 · size).
+    cfg = write_train_config(world, tmp_path)
+    status, err = call(train.main, [cfg, tmp_path / "out", "--num_workers", "0", "--max_failed_share", "0"], capsys)
+    assert status == 0, err
+    assert "Traceback" not in err and " error: " not in err
+    assert (tmp_path / "out" / "train.ckpt").is_file()
+    assert not [r for r in caplog.records if "skipped grid" in r.getMessage()]
+    assert not temporaries(tmp_path)
