@@ -112,3 +112,32 @@ def data(tmp_path_factory):
         assert patch_gen([str(root / "slides"), str(root / f"{name}.txt"), str(root / "patches" / name),
                           "--patch_size", "48", "--num_process", "1"]) == 0
     return root
+
+
+# A map whose cell is not 2**level (test_nms.py, test_export.py, test_hard_negatives.py) ------------------------------
+@pytest.fixture(scope="session")
+def level2_map(tmp_path_factory):
+    """The real H&E crop as a 4×-step pyramid ``Tumor_001.tif`` (downsamples 1, 4, 16, 64), its level-2 tissue
+    mask (``mask/Tumor_001.npy``, cell 16 level-0 px where ``2**2`` is 4 and the default ``2**6`` is 64) and a
+    probability map ``probs/Tumor_001.npy`` with the mask's sidecar: 0 except two tissue cells ``hot`` (x ≠ y,
+    apart), at 0.9 and 0.8. Returns ``(root, hot)``."""
+    from dataclasses import replace
+
+    from tests.helpers import cmu_pyramid
+    from wsi.arrays import load_array, save_array
+    from wsi.bin import tissue_mask
+
+    root = tmp_path_factory.mktemp("level2")
+    slide = cmu_pyramid(root / "Tumor_001.tif", factor=4)
+    assert tissue_mask.main([str(slide), str(root / "mask" / "Tumor_001.npy"), "--level", "2"]) == 0
+    mask, info = load_array(root / "mask" / "Tumor_001.npy")
+    assert info.level == 2 and info.stride == 16 and mask.shape == (139, 186)
+    # Two tissue cells whose 128-px hard-negative cell centre is tissue too, one above the diagonal, one below.
+    candidates = [(x, y) for x, y in zip(*np.nonzero(mask)) if x % 8 == 3 and y % 8 == 5
+                  and mask[x // 8 * 8 + 4, y // 8 * 8 + 4]]
+    hot = [next((int(x), int(y)) for x, y in candidates if x > y + 20),
+           next((int(x), int(y)) for x, y in candidates if y > x + 20)]
+    probs = np.zeros(mask.shape)
+    probs[hot[0]], probs[hot[1]] = 0.9, 0.8
+    save_array(root / "probs" / "Tumor_001.npy", probs, replace(info, kind="probs_map", extra={}))
+    return root, hot

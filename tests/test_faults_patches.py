@@ -3,7 +3,11 @@ run resumes, junk PNGs are rewritten and stale temporaries removed, a level no s
 the fault matrix (tests/test_faults.py); the world is conftest.py's ``world``.
 """
 
+import os
 import shutil
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -72,3 +76,27 @@ def test_patch_gen_refuses_a_level_no_slide_has_before_writing(world, tmp_path, 
     assert status == 2
     assert_one_error(err, "no level 9")
     assert not (tmp_path / "out").exists()
+
+
+def test_patch_gen_keeps_the_temporaries_of_live_concurrent_processes(world, tmp_path, capsys):
+    # Another process of this machine still writing into the folder (a concurrent run, a second shard): its
+    # temporary stays; the file of a process that is gone, and another machine's that is a day old, are removed.
+    out = tmp_path / "out"
+    out.mkdir()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        kept = [out / f".7.abc.{HOST}-{live.pid}.tmp.png", out / ".8.abc.other-machine-12.tmp.png"]
+        gone = [out / f".9.abc.{HOST}-{dead_pid()}.tmp.png", out / ".10.abc.other-machine-13.tmp.png"]
+        for path in kept + gone:
+            path.write_bytes(b"being written")
+        day_ago = time.time() - 25 * 3600
+        os.utime(gone[1], (day_ago, day_ago))
+        status, err = call(patch_gen.main, [world / "slides", world / "coords.txt", out, "--patch_size", "32",
+                                            "--num_process", "1"], capsys)
+        assert status == 0, err
+        assert all(path.exists() for path in kept)
+        assert not any(path.exists() for path in gone)
+        assert len(list(out.glob("[0-9]*.png"))) == 16
+    finally:
+        live.kill()
+        live.wait()

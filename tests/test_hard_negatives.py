@@ -152,3 +152,16 @@ def test_bad_inputs_leave_the_list_untouched(maps, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert status == 2 and len(err.splitlines()) == 1 and "Tumor_002.json: no annotation" in err
     assert read_coords(tmp_path / "normal.txt") == [("Normal_001", 1, 2)]
+
+
+@pytest.mark.parametrize("level", [None, "2"])
+def test_centres_use_the_sidecar_cell_not_2_to_the_level(level2_map, tmp_path, level):
+    # Level 2 of a 4×-step pyramid: 16 level-0 px per cell (8 map cells per 128-px hard-negative cell), where
+    # 2**2 is 4 and the default 2**6 is 64. The map's sidecar names Tumor_001.tif; no JSON: normal by --assume_normal.
+    root, hot = level2_map
+    (tmp_path / "json").mkdir()
+    extra = [] if level is None else ["--level", level]
+    assert hard_negatives.main([str(root / "probs"), str(tmp_path / "json"), str(tmp_path / "normal.txt"),
+                                "--mask_path", str(root / "mask"), "--assume_normal", *extra]) == 0
+    rows = read_coords(tmp_path / "normal.txt")
+    assert sorted(rows) == sorted(("Tumor_001", i // 8 * 128 + 64, j // 8 * 128 + 64) for i, j in hot)
