@@ -98,7 +98,8 @@ def world(tmp_path_factory):
 # Training (test_train*.py, test_lr_schedule.py) ----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    """Training data (test_train*.py, test_lr_schedule.py): a synthetic tumour slide, its JSON, four coordinate lists and their patch folders."""
+    """Training data (test_train*.py, test_lr_schedule.py): a synthetic tumour slide, its JSON, four coordinate
+    lists and their patch folders."""
     root = tmp_path_factory.mktemp("train")
     slide = make_synthetic_slide(root / "slides" / "Tumor_001.tif", width=1024, height=1024, seed=11, num_tumours=1,
                                  tumour_size=(400, 600), json_path=root / "jsons" / "Tumor_001.json")

@@ -219,10 +219,23 @@ def tiles_across(path, page):
         return -(-p.imagewidth // p.tilewidth)
 
 
+#: probs_map.py options of the runs that are not about the runtime: PyTorch's own CPU pass. OpenVINO (the
+#: default where installed) converts the network first, seconds per run; its own tests are test_runtime.py and
+#: test_inference_model.py, and the demo (test_demo.py) keeps the default a user gets.
+TORCH_PASS = ("--runtime", "torch")
+
+
+def with_torch_pass(script, argv):
+    """``argv`` of ``script`` with :data:`TORCH_PASS` added when it is probs_map's and names no runtime."""
+    argv = [str(a) for a in argv]
+    return argv + list(TORCH_PASS) if script == "probs_map" and "--runtime" not in argv else argv
+
+
 def call(main, argv, capsys):
-    """``(status, stderr)`` of ``main(argv)``; argparse's SystemExit is a status too."""
+    """``(status, stderr)`` of ``main(argv)``; argparse's SystemExit is a status too. probs_map runs PyTorch's
+    pass unless ``argv`` names a runtime (:data:`TORCH_PASS`)."""
     try:
-        status = main([str(a) for a in argv])
+        status = main(with_torch_pass(main.__module__.rsplit(".", 1)[-1], argv))
     except SystemExit as exit_info:
         status = exit_info.code
     return status, capsys.readouterr().err
@@ -274,8 +287,8 @@ STOPS = {"sigterm": (signal.SIGTERM, 143, "terminated"), "ctrl_c": (signal.SIGIN
 
 def start(script, *argv):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, str(ROOT / "wsi" / "bin" / f"{script}.py"), *map(str, argv)],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    command = [sys.executable, str(ROOT / "wsi" / "bin" / f"{script}.py"), *with_torch_pass(script, argv)]
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True, preexec_fn=_default_sigint)
 
 

@@ -209,7 +209,8 @@ def test_rehearsal_ci(tmp_path):
         "C16_SAMPLE_ARGS": "--tumor_per_slide 4 --normal_per_slide 2",  # one step of 4 + 4 grids
         "C16_VALID_SAMPLE_ARGS": "--tumor_per_slide 2 --normal_per_slide 1",
         "C16_HNM_ARGS": "--threshold 0 --max_per_slide 2",  # an untrained first model: take its highest cells
-        "C16_PROB_THRED": "0", "C16_FORMATS": "geojson", "C16_PROBS_ARGS": "--num_workers 0",
+        "C16_PROB_THRED": "0", "C16_FORMATS": "geojson",
+        "C16_PROBS_ARGS": "--num_workers 0 --runtime torch",  # PyTorch's pass: OpenVINO's tests are test_runtime's
         # One final model keeps the test fast; the baseline's config is trained and mapped as the first model of
         # the hard-negative mining, and the slow test runs both final models.
         "C16_MODELS": "crf",
@@ -285,6 +286,7 @@ def test_own_lists_and_a_failing_stage(tmp_path):
 # Recovery: every case below recovers by running the same command again, or is refused in one line before any work.
 SMALL_SETTINGS = {
     "C16_CHECK": "skip", "C16_HNM": "0", "C16_MODELS": "crf", "C16_PROB_THRED": "0", "C16_FORMATS": "geojson",
+    "C16_PROBS_ARGS": "--runtime torch",  # PyTorch's pass: OpenVINO's own tests are test_runtime.py's
     "C16_CFG": json.dumps({"image_size": 192, "patch_size": 64, "crop_size": 48, "batch_size": 2, "epoch": 1,
                            "log_every": 1}),
     "C16_SAMPLE_ARGS": "--tumor_per_slide 2 --normal_per_slide 1",

@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.helpers import ROOT, cmu_pyramid
+from tests.helpers import ROOT, TORCH_PASS, cmu_pyramid
 from wsi.arrays import load_array, read_sidecar, save_array, sidecar_path
 from wsi.bin import export as export_cli
 from wsi.bin import nms as nms_cli
@@ -64,7 +64,7 @@ def aperio(tmp_path_factory, model_files):
     save_array(root / "thin.npy", thin, info)
     ckpt, cfg = model_files
     assert probs_map_cli.main([str(slide), str(ckpt), str(cfg), str(root / "thin.npy"), str(root / "map.npy"),
-                               "--num_workers", "0"]) == 0
+                               "--num_workers", "0", *TORCH_PASS]) == 0
     return root, slide, mask, thin
 
 
@@ -141,7 +141,7 @@ def test_a_mask_of_another_slide_is_refused_even_when_the_shape_fits(tmp_path, m
     assert tissue_mask_cli.main([str(tmp_path / "A.tif"), str(tmp_path / "A.npy"), "--level", "2"]) == 0
     ckpt, cfg = model_files
     status = probs_map_cli.main([str(tmp_path / "B.tif"), str(ckpt), str(cfg), str(tmp_path / "A.npy"),
-                                 str(tmp_path / "B_map.npy")])
+                                 str(tmp_path / "B_map.npy"), *TORCH_PASS])
     err = capsys.readouterr().err.strip()
     assert status == 2 and "A.npy: made from slide A.tif, not from" in err and "quickhash" in err
     assert not (tmp_path / "B_map.npy").exists()

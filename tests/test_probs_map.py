@@ -12,7 +12,7 @@ import openslide
 import pytest
 import torch
 
-from tests.helpers import make_slide, texture  # noqa: F401 (texture: imported from here by older code)
+from tests.helpers import make_slide, texture, with_torch_pass  # noqa: F401 (texture: imported from here by older code)
 from wsi.bin import probs_map as cli
 from wsi.data.slide import open_slide
 from wsi.data.wsi_producer import GridWSIPatchDataset
@@ -278,7 +278,7 @@ def inputs(tmp_path_factory, crf_model):
 
 
 def run_cli(argv, capsys):
-    status = cli.main([str(a) for a in argv])
+    status = cli.main(with_torch_pass("probs_map", argv))
     return status, capsys.readouterr().err
 
 
