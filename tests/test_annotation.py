@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from tests.conftest import JSONS
+from tests.helpers import JSONS
 from wsi.data.annotation import (Annotation, AnnotationError, Polygon, camelyon16xml2json, load_annotations,
                                  write_asap_xml)
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tests.conftest import JSONS
+from tests.helpers import JSONS
 from wsi.bin.Evaluation_FROC import main as froc_main
 from wsi.bin.annotation_mask import main
 from wsi.data.annotation import Annotation, read_camelyon16_xml

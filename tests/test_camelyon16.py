@@ -27,7 +27,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from wsi.synthetic import make_synthetic_slide
 
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="the scripts need bash")
@@ -209,7 +209,8 @@ def test_rehearsal_ci(tmp_path):
         "C16_SAMPLE_ARGS": "--tumor_per_slide 4 --normal_per_slide 2",  # one step of 4 + 4 grids
         "C16_VALID_SAMPLE_ARGS": "--tumor_per_slide 2 --normal_per_slide 1",
         "C16_HNM_ARGS": "--threshold 0 --max_per_slide 2",  # an untrained first model: take its highest cells
-        "C16_PROB_THRED": "0", "C16_FORMATS": "geojson", "C16_PROBS_ARGS": "--num_workers 0",
+        "C16_PROB_THRED": "0", "C16_FORMATS": "geojson",
+        "C16_PROBS_ARGS": "--num_workers 0 --runtime torch",  # PyTorch's pass: OpenVINO's tests are test_runtime's
         # One final model keeps the test fast; the baseline's config is trained and mapped as the first model of
         # the hard-negative mining, and the slow test runs both final models.
         "C16_MODELS": "crf",
@@ -285,6 +286,7 @@ def test_own_lists_and_a_failing_stage(tmp_path):
 # Recovery: every case below recovers by running the same command again, or is refused in one line before any work.
 SMALL_SETTINGS = {
     "C16_CHECK": "skip", "C16_HNM": "0", "C16_MODELS": "crf", "C16_PROB_THRED": "0", "C16_FORMATS": "geojson",
+    "C16_PROBS_ARGS": "--runtime torch",  # PyTorch's pass: OpenVINO's own tests are test_runtime.py's
     "C16_CFG": json.dumps({"image_size": 192, "patch_size": 64, "crop_size": 48, "batch_size": 2, "epoch": 1,
                            "log_every": 1}),
     "C16_SAMPLE_ARGS": "--tumor_per_slide 2 --normal_per_slide 1",
@@ -390,7 +392,7 @@ def test_redo_training_with_another_lr(small_tree, tmp_path):
 def test_damaged_test_slide_replaced(small_tree, tmp_path):
     """A test slide with unreadable tiles fails 07 with its positions listed; after a good copy is put back (same
     size and time, so no setting or input changed), the same command computes that map again and completes."""
-    from tests.test_faults import tiles_across, zero_tile
+    from tests.helpers import tiles_across, zero_tile
 
     tree, out = copy_tree(small_tree, tmp_path), tmp_path / "run"
     slide = tree / "testing" / "images" / "test_001.tif"
@@ -476,3 +478,43 @@ def test_summary_explains_a_froc_without_thresholds_and_resumed_times(tmp_path):
     assert "FROC was computed without thresholds" in proc.stdout and "drops the lowest" in proc.stdout
     assert re.search(r"05_train_crf +120\.0  \(resumed: with the interrupted attempts\)", proc.stdout)
     assert "total" in proc.stdout and "120.5" in proc.stdout
+
+
+def stage_functions(*names):
+    """The bodies of camelyon16.sh's stage functions ``names`` (``froc() { ... }``), as bash source."""
+    text = SCRIPT.read_text()
+    return "\n".join(re.search(rf"^{name}\(\) {{.*?^}}", text, re.S | re.M).group(0) for name in names)
+
+
+def test_froc_and_auc_stages_apply_c16_exclude(tmp_path):
+    # The stages themselves (camelyon16.sh's froc and auc, running 10_froc.sh and 11_auc.sh for real) on a tiny
+    # tree where Test_049 is present: the rehearsal has no Test_049/Test_114, so it cannot tell.
+    from wsi.data.pyramid import write_pyramid_from_array
+
+    d = tmp_path / "c16"
+    for folder in ("gt_masks", "csv/crf", "probs/crf", "slides", "results"):
+        (d / folder).mkdir(parents=True)
+    design = np.zeros((64, 64), np.uint8)
+    design[4:12, 4:48] = 255  # one lesion; level 5 of a 2048² slide
+    write_pyramid_from_array(d / "gt_masks" / "Test_001.tif", np.kron(design, np.ones((32, 32), np.uint8)),
+                             compression="zlib", resample="nearest")
+    (d / "csv" / "crf" / "Test_001.csv").write_text("0.90000,800,250\n0.40000,800,1500\n")
+    (d / "csv" / "crf" / "Test_049.csv").write_text("0.99000,10,10\n0.98000,20,20\n")  # normal: FPs if counted
+    for stem, top in (("Test_001", 0.9), ("Test_002", 0.2), ("Test_049", 0.95)):
+        np.save(d / "probs" / "crf" / f"{stem}.npy", np.full((4, 4), top))
+    (d / "slides" / "reference.csv").write_text("Test_001,Tumor,Macro,Primary\nTest_002,Normal,None,None\n"
+                                                "Test_049,Normal,None,None\n")
+    script = "\n".join([
+        'fail() { echo "error: $*"; return 1; }',
+        stage_functions("froc", "auc"),
+        "froc crf && auc crf",
+    ])
+    env = {**os.environ, "PYTHON": sys.executable, "D": str(d), "RESULTS": str(d / "results"),
+           "SCRIPTS": str(ROOT / "scripts"), "C16_EXCLUDE": "Test_049,Test_114", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", script], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    froc = json.loads((d / "results" / "crf_froc.json").read_text())
+    assert sorted(froc["slides"]) == ["Test_001"] and froc["num_slides"] == 1
+    scores = (d / "results" / "crf_slide_scores.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in scores] == ["slide", "Test_001", "Test_002"]

@@ -10,7 +10,7 @@ import shutil
 import pytest
 import tifffile
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from wsi.bin.check_slides import main
 from wsi.data.check import check_tree, find_slides, level_regions, sample_regions
 from wsi.synthetic import make_synthetic_slide

@@ -4,13 +4,13 @@ import argparse
 import copy
 import logging
 import os
-import pickle
 from collections import OrderedDict
 
 import numpy as np
 import pytest
 import torch
 
+from tests.helpers import randomise, write_torch03_checkpoint
 from wsi.errors import WSIError
 from wsi.model import MODELS, build_model
 from wsi.model.checkpoint import CheckpointError, load_checkpoint, load_model, load_model_state, save_checkpoint
@@ -18,52 +18,6 @@ from wsi.model.checkpoint import CheckpointError, load_checkpoint, load_model, l
 CROP = 32
 CFG_CRF = {"model": "resnet18", "use_crf": True, "image_size": 768, "patch_size": 256, "crop_size": 224}
 CFG_BASE = {**CFG_CRF, "use_crf": False}
-
-# ------------------------------------------------------------------------ a PyTorch 0.3.1 `torch.save`, by hand
-# torch 0.3 wrote the legacy format: three small pickles (magic number, protocol 1001, system info), the pickled
-# object whose tensors are `torch._utils._rebuild_tensor(storage, offset, size, stride)` (no `_v2`) with storages
-# as persistent ids ('storage', <storage class>, key, location, numel, None), the pickled list of storage keys,
-# then for each storage its element count (int64) and raw bytes. The NCRF checkpoints were saved from GPUs, so the
-# storage classes are torch.cuda.*Storage at 'cuda:0'; the state_dict is a plain OrderedDict (no `_metadata`).
-_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
-_CUDA_STORAGE = {torch.float32: torch.cuda.FloatStorage, torch.int64: torch.cuda.LongStorage}
-
-
-class _LegacyStorage:
-    def __init__(self, key, tensor):
-        self.key, self.tensor = key, tensor
-
-
-def write_torch03_checkpoint(path, obj):
-    """Write ``obj`` as PyTorch 0.3.1 did (legacy format, pickle protocol 2, CUDA storages)."""
-    storages = []
-
-    class Pickler(pickle.Pickler):
-        def persistent_id(self, obj):
-            if isinstance(obj, _LegacyStorage):
-                return ("storage", _CUDA_STORAGE[obj.tensor.dtype], obj.key, "cuda:0", obj.tensor.numel(), None)
-            return None
-
-        def reducer_override(self, obj):
-            if isinstance(obj, torch.Tensor):
-                tensor = obj.detach().cpu().contiguous()
-                storage = _LegacyStorage(str(len(storages)), tensor)
-                storages.append(storage)
-                return torch._utils._rebuild_tensor, (storage, 0, tuple(tensor.shape), tuple(tensor.stride()))
-            return NotImplemented
-
-    with open(path, "wb") as handle:
-        pickle.dump(_LEGACY_MAGIC, handle, protocol=2)
-        pickle.dump(1001, handle, protocol=2)
-        sys_info = {"protocol_version": 1001, "little_endian": True, "type_sizes": {"short": 2, "int": 4, "long": 8}}
-        pickle.dump(sys_info, handle, protocol=2)
-        Pickler(handle, protocol=2).dump(obj)
-        storages.sort(key=lambda s: s.key)
-        pickle.dump([s.key for s in storages], handle, protocol=2)
-        for storage in storages:
-            handle.write(storage.tensor.numel().to_bytes(8, "little"))
-            handle.write(storage.tensor.numpy().tobytes())
-
 
 def original_state_dict(model, prefix=""):
     """``model``'s state_dict as the original's checkpoints hold it: no BN counters, a fresh OrderedDict without
@@ -76,26 +30,10 @@ def original_state_dict(model, prefix=""):
 # ------------------------------------------------------------------------------------------------------ fixtures
 
 
-def _randomise(model, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            if name.endswith("running_var"):
-                tensor.copy_(0.5 + torch.rand(tensor.shape, generator=gen))
-            elif name.endswith(("running_mean", ".bias")) or name == "crf.W":
-                tensor.copy_(torch.rand(tensor.shape, generator=gen) - 0.5)
-    return model
-
-
 @pytest.fixture(scope="module")
 def crf_model():
     torch.manual_seed(0)
-    return _randomise(MODELS["resnet18"](num_nodes=9)).eval()
-
-
-@pytest.fixture(scope="module")
-def grids():
-    return torch.rand(2, 9, 3, CROP, CROP, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    return randomise(MODELS["resnet18"](num_nodes=9)).eval()
 
 
 def _logits(model, grids):
@@ -216,7 +154,7 @@ def test_legacy_serialization_checkpoint_loads(tmp_path, crf_model, grids, refer
 
 def test_base_checkpoint_loads_into_base_config(tmp_path, grids):
     torch.manual_seed(1)
-    base = _randomise(MODELS["resnet18"](num_nodes=9, use_crf=False)).eval()
+    base = randomise(MODELS["resnet18"](num_nodes=9, use_crf=False)).eval()
     path = tmp_path / "resnet18_base.ckpt"
     write_torch03_checkpoint(path, {"epoch": 5, "step": 100, "state_dict": original_state_dict(base)})
     assert len(load_checkpoint(path)["state_dict"]) == 102

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from wsi.config import ConfigError, dataset_source, label_mode, load_config, save_config
 from wsi.geometry import GridSpec
 

@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from tests.conftest import COORDS, JSONS
-from tests.test_sampling import make_dataset
+from tests.helpers import COORDS, JSONS, make_dataset
 from wsi.bin import coords_report, sample_coords
 from wsi.data.coords import read_coords, write_coords
 from wsi.data.annotation import load_annotations

@@ -20,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from wsi.data.annotation import Annotation
 
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="the demo scripts need bash")

@@ -37,7 +37,7 @@ def test_quick_mode_runs_two_settings_and_writes_the_spread_and_the_plot(tmp_pat
 
 
 def test_the_band_is_what_the_readme_states():
-    from tests.conftest import ROOT
+    from tests.helpers import ROOT
 
     readme = (ROOT / "README.md").read_text()
     for tag, name in (("crf", "NCRF"), ("base", "baseline")):

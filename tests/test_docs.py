@@ -11,7 +11,7 @@ from unittest import mock
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "bench" / "README.md"]
 BIN = {p.stem for p in (ROOT / "wsi" / "bin").glob("*.py") if p.stem != "__init__"}

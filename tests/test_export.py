@@ -128,3 +128,19 @@ def test_bad_inputs_give_one_line(inputs, tmp_path, capsys):
     assert main(["heatmap", str(npy), str(tmp_path / "h.png"), "--cmap", "nope"]) == 2
     assert "unknown colour map 'nope'" in capsys.readouterr().err
     assert not out.exists() and not (tmp_path / "h.png").exists()
+
+
+@pytest.mark.parametrize("level", [None, "2"])
+def test_contours_use_the_sidecar_cell_not_2_to_the_level(level2_map, tmp_path, level):
+    # Level 2 of a 4×-step pyramid: 16 level-0 px per cell, where 2**2 is 4 and the default 2**6 is 64.
+    root, hot = level2_map
+    extra = [] if level is None else ["--level", level]
+    assert main(["geojson", str(tmp_path / "t.geojson"), "--npy", str(root / "probs" / "Tumor_001.npy"),
+                 "--threshold", "0.5", *extra]) == 0
+    rings = [np.array(f["geometry"]["coordinates"][0], dtype=float)
+             for f in json.loads((tmp_path / "t.geojson").read_text())["features"]]
+    assert len(rings) == 2
+    # Each single hot cell gives a small ring around its centre, in level-0 pixels, within one cell of it.
+    centres = sorted(tuple(ring[:-1].mean(axis=0).round().tolist()) for ring in rings)
+    assert centres == sorted(((i + 0.5) * 16, (j + 0.5) * 16) for i, j in hot)
+    assert all(np.abs(ring - ring[:-1].mean(axis=0)).max() <= 16 for ring in rings)

@@ -7,7 +7,8 @@ stale temporaries, outputs made with other settings or maps with failed position
 range; and the minor cases of the issue. Each case asserts the exit status, one ``error:`` line without a
 traceback where the run is refused, and that every input is left as it was (bytes compared).
 
-Reuses the synthetic world of ``tests/test_faults.py`` (a 512² tumour slide, a damaged copy, a tiny CRF model).
+Reuses the synthetic world of the fault matrix (``world`` in tests/conftest.py: a 512² tumour slide, a damaged
+copy, a tiny CRF model).
 """
 
 import argparse
@@ -20,8 +21,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.test_faults import (HOST, MASK_LEVEL, assert_one_error, call, dead_pid, temporaries, world,  # noqa: F401
-                               write_train_config)
+from tests.helpers import (HOST, MASK_LEVEL, TORCH_PASS, assert_one_error, call, dead_pid, temporaries,
+                           write_train_config)
 from wsi.arrays import save_array
 from wsi.bin import (Evaluation_FROC, annotation_mask, camelyon16xml2json, check_slides, coords_report, export,
                      hard_negatives, nms, patch_gen, plot_W, probs_map, sample_coords, slide_auc, tissue_mask, train)
@@ -255,7 +256,7 @@ def with_sidecars(world, tmp_path_factory):
         assert tissue_mask.main([str(slide), str(root / "masks" / f"{name}.npy"), "--level", str(MASK_LEVEL)]) == 0
     status = probs_map.main([str(world / "slides" / "Tumor_001.tif"), str(world / "model.ckpt"),
                              str(world / "cfg.json"), str(root / "masks" / "Tumor_001.npy"),
-                             str(root / "maps" / "Tumor_001.npy"), "--num_workers", "0"])
+                             str(root / "maps" / "Tumor_001.npy"), "--num_workers", "0", *TORCH_PASS])
     assert status == 0
     return root, other
 

@@ -234,3 +234,16 @@ def test_bad_folders_and_masks(case, tmp_path, capsys):
     write_mask(mask_dir / "Test_001.tif", value=1, design=other)  # values {0, 2}: neither 255 nor 1
     assert main([str(mask_dir), str(csv_dir)]) == 2
     assert "holds values [0, 2] but no 255" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("length, is_itc", [(30, True), (31, False)])
+def test_itc_cut_with_a_lesion_just_either_side(length, is_itc):
+    # The cut: major axis below 275 / (0.243 · 2**5) = 35.37 level-5 px (200 µm + the 75 µm growth). A one-pixel
+    # bar of n px has a major axis of sqrt(4 (n² − 1) / 3): 34.6 px for 30 (an ITC), 35.8 px for 31 (a lesion).
+    labels = np.zeros((64, 64), np.int32)
+    labels[10, 5:5 + 40] = 1  # a lesion well above the cut: the same answer whatever the length tested
+    labels[30, 5:5 + length] = 2
+    labels[50:52, 50:52] = 3  # well below: always an ITC
+    axis = np.sqrt(4 * (length ** 2 - 1) / 3)
+    assert abs(axis - 275 / (0.243 * 32)) < 1  # just either side of the cut
+    assert compute_itc_labels(labels) == ([2, 3] if is_itc else [3])

@@ -7,13 +7,13 @@ came from, with or without ``--level``; the original's ``2**level`` rule would p
 
 import json
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from tests.helpers import ROOT, TORCH_PASS, cmu_pyramid
 from wsi.arrays import load_array, read_sidecar, save_array, sidecar_path
 from wsi.bin import export as export_cli
 from wsi.bin import nms as nms_cli
@@ -30,14 +30,6 @@ CFG = {"model": "resnet18", "use_crf": True, "batch_size": 4, "image_size": 192,
        "crop_size": 56, "lr": 0.001, "momentum": 0.9, "epoch": 1, "log_every": 1,
        "data_path_tumor_train": "x", "data_path_normal_train": "x", "data_path_tumor_valid": "x",
        "data_path_normal_valid": "x", "json_path_train": "x", "json_path_valid": "x"}
-
-
-def cmu_pyramid(path, factor):
-    """The real H&E crop (2220×2967) as a JPEG pyramid whose levels step by ``factor``."""
-    with open_slide(Path(__file__).parent / "data" / "cmu_small_region.svs") as slide:
-        image = slide.read_level(0)
-    write_pyramid_from_array(path, image, factor=factor, mpp=0.499)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +61,7 @@ def aperio(tmp_path_factory, model_files):
     save_array(root / "thin.npy", thin, info)
     ckpt, cfg = model_files
     assert probs_map_cli.main([str(slide), str(ckpt), str(cfg), str(root / "thin.npy"), str(root / "map.npy"),
-                               "--num_workers", "0"]) == 0
+                               "--num_workers", "0", *TORCH_PASS]) == 0
     return root, slide, mask, thin
 
 
@@ -146,7 +138,7 @@ def test_a_mask_of_another_slide_is_refused_even_when_the_shape_fits(tmp_path, m
     assert tissue_mask_cli.main([str(tmp_path / "A.tif"), str(tmp_path / "A.npy"), "--level", "2"]) == 0
     ckpt, cfg = model_files
     status = probs_map_cli.main([str(tmp_path / "B.tif"), str(ckpt), str(cfg), str(tmp_path / "A.npy"),
-                                 str(tmp_path / "B_map.npy")])
+                                 str(tmp_path / "B_map.npy"), *TORCH_PASS])
     err = capsys.readouterr().err.strip()
     assert status == 2 and "A.npy: made from slide A.tif, not from" in err and "quickhash" in err
     assert not (tmp_path / "B_map.npy").exists()

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tests.test_sampling import tissue_mask_of
+from tests.helpers import tissue_mask_of
 from wsi.bin import hard_negatives
 from wsi.data.coords import read_coords, write_coords
 from wsi.data.hard_negatives import hard_negative_centres
@@ -152,3 +152,33 @@ def test_bad_inputs_leave_the_list_untouched(maps, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert status == 2 and len(err.splitlines()) == 1 and "Tumor_002.json: no annotation" in err
     assert read_coords(tmp_path / "normal.txt") == [("Normal_001", 1, 2)]
+
+
+@pytest.mark.parametrize("level", [None, "2"])
+def test_centres_use_the_sidecar_cell_not_2_to_the_level(level2_map, tmp_path, level):
+    # Level 2 of a 4×-step pyramid: 16 level-0 px per cell (8 map cells per 128-px hard-negative cell), where
+    # 2**2 is 4 and the default 2**6 is 64. The map's sidecar names Tumor_001.tif; no JSON: normal by --assume_normal.
+    root, hot = level2_map
+    (tmp_path / "json").mkdir()
+    extra = [] if level is None else ["--level", level]
+    assert hard_negatives.main([str(root / "probs"), str(tmp_path / "json"), str(tmp_path / "normal.txt"),
+                                "--mask_path", str(root / "mask"), "--assume_normal", *extra]) == 0
+    rows = read_coords(tmp_path / "normal.txt")
+    assert sorted(rows) == sorted(("Tumor_001", i // 8 * 128 + 64, j // 8 * 128 + 64) for i, j in hot)
+
+
+def test_threshold_is_inclusive_and_tissue_is_read_at_the_cell_centre_x_first():
+    from wsi.data.annotation import Annotation
+
+    # A map of 16-px cells [x, y], 8 × 6, cut into 32-px hard-negative cells (2 × 2 map cells each).
+    probs = np.zeros((8, 6))
+    probs[5, 1] = 0.5  # exactly the threshold: kept; cell (2, 0), centre (80, 16), map pixel (5, 1)
+    probs[1, 4] = 0.49999  # just below: not kept
+    probs[6, 4] = 0.9  # cell (3, 2), centre (112, 80): its centre pixel (7, 5) is not tissue
+    tissue = np.ones((8, 6), dtype=bool)
+    tissue[7, 5] = False
+    centres, p = hard_negative_centres(probs, Annotation(), tissue, stride=32, threshold=0.5, cell=16)
+    assert centres.tolist() == [[80, 16]] and p.tolist() == [0.5]
+    # Without the tissue mask the third cell counts, highest first.
+    centres, p = hard_negative_centres(probs, Annotation(), None, stride=32, threshold=0.5, cell=16)
+    assert centres.tolist() == [[112, 80], [80, 16]] and p.tolist() == [0.9, 0.5]

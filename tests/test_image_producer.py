@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import ColorJitter
 
-from tests.conftest import COORDS, JSONS
+from tests.helpers import COORDS, JSONS
 from wsi.bin.patch_gen import main as patch_gen
 from wsi.data.annotation import Annotation, Polygon
 from wsi.data.coords import read_coords, write_coords
@@ -243,7 +243,7 @@ def he_grids(tmp_path_factory):
     """48 grid centres on the real H&E fixture (a slide folder, its annotation and a coordinate list)."""
     import shutil
 
-    from tests.conftest import data_path
+    from tests.helpers import data_path
 
     root = tmp_path_factory.mktemp("he")
     (root / "slides").mkdir()

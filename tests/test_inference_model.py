@@ -18,7 +18,7 @@ from wsi.inference.fast import BlockReader
 from wsi.model import MODELS
 from wsi.model.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from wsi.model.inference import InferencePass, fold_batchnorm, inference_model
-from tests.test_probs_map import texture
+from tests.helpers import randomised_model, texture
 
 DEMO = GridSpec(192, 64, 48)
 LEVEL = 6
@@ -26,22 +26,6 @@ LEVEL = 6
 HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
 requires_openvino = pytest.mark.skipif(not HAS_OPENVINO, reason="openvino not installed (the openvino extra)")
 OPENVINO = pytest.param("openvino", marks=requires_openvino)
-
-
-def randomised_model(use_crf=True, seed=0):
-    """ResNet-18 (+ CRF) in eval mode with random BatchNorm statistics and affine terms and a random CRF W."""
-    torch.manual_seed(seed)
-    model = MODELS["resnet18"](num_nodes=9, use_crf=use_crf)
-    gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            if name.endswith(("running_var", "bn1.weight", "bn2.weight", "downsample.1.weight")):
-                tensor.copy_(0.5 + torch.rand(tensor.shape, generator=gen))
-            elif name.endswith(("running_mean", ".bias")):
-                tensor.copy_(torch.rand(tensor.shape, generator=gen) - 0.5)
-            elif name == "crf.W":
-                tensor.normal_(0.0, 1.0, generator=gen)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")

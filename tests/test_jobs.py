@@ -10,7 +10,7 @@ from wsi.data.slide import open_slide
 from wsi.data.tissue import load_tissue_mask
 from wsi.errors import InputError
 from wsi.inference.jobs import Job, job_files, not_done, plan_jobs
-from tests.test_probs_map import make_slide
+from tests.helpers import make_slide
 
 SETTINGS = dict(ckpt_sha256="c" * 64, cfg_sha256="f" * 64, mode_asked="fast", eight_avg=False)
 

@@ -9,7 +9,7 @@ import hashlib
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def git_blob_sha1(data):

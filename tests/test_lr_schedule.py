@@ -6,9 +6,15 @@ import math
 import pytest
 import torch
 
-from tests.test_train import data, one_thread, write_config  # noqa: F401  (fixtures)
+from tests.helpers import write_config
 from wsi.bin.train import main
 from wsi.config import ConfigError, lr_at_step, validate_config
+
+
+@pytest.fixture(autouse=True)
+def one_thread(one_torch_thread):
+    """Every test of this file runs with one torch thread (tests/conftest.py)."""
+
 
 BASE = {"model": "resnet18", "use_crf": True, "batch_size": 2, "image_size": 48, "patch_size": 16, "crop_size": 16,
         "lr": 0.01, "momentum": 0.9, "epoch": 1, "log_every": 1, "json_path_train": "j", "json_path_valid": "j",

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.helpers import randomise
 from wsi.errors import InputError
 from wsi.model import CRF, MODELS, ResNetGrid, build_model, grid_size
 from wsi.model.checkpoint import load_model_state
@@ -19,25 +20,6 @@ def _crf(num_nodes, W=None, iteration=10):
         with torch.no_grad():
             crf.W.copy_(torch.as_tensor(W, dtype=torch.float32).reshape(1, num_nodes, num_nodes))
     return crf
-
-
-def _randomise(model, seed=0):
-    """Non-trivial BatchNorm statistics and CRF weights, so that eval-mode logits depend on every tensor."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            if name.endswith(("running_var", "bn1.weight", "bn2.weight", "bn3.weight")) or name.endswith(
-                "downsample.1.weight"
-            ):
-                tensor.copy_(0.5 + torch.rand(tensor.shape, generator=gen))
-            elif name.endswith(("running_mean", ".bias")) or name == "crf.W":
-                tensor.copy_(torch.rand(tensor.shape, generator=gen) - 0.5)
-    return model
-
-
-@pytest.fixture(scope="module")
-def grids():
-    return torch.rand(2, 9, 3, CROP, CROP, generator=torch.Generator().manual_seed(1)) * 2 - 1
 
 
 # ---------------------------------------------------------------------------------------------------------- CRF
@@ -230,7 +212,7 @@ def test_forward_shape_including_batch_of_one(batch, crop):
 
 def test_shared_halves_equal_the_grid_forward(grids):
     for use_crf in (True, False):
-        model = _randomise(MODELS["resnet18"](num_nodes=9, use_crf=use_crf)).eval()
+        model = randomise(MODELS["resnet18"](num_nodes=9, use_crf=use_crf)).eval()
         with torch.no_grad():
             out = model(grids)
             feats, logits = model.embed(grids.flatten(0, 1))
@@ -255,7 +237,7 @@ def test_gradients_reach_W_and_the_backbone(grids):
 
 
 def test_bfloat16_forward(grids):
-    model = _randomise(MODELS["resnet18"](num_nodes=9)).eval()
+    model = randomise(MODELS["resnet18"](num_nodes=9)).eval()
     grids = grids[:1]  # bfloat16 convolutions are emulated (slow) on CPUs without native support
     with torch.no_grad():
         reference = model(grids)
@@ -269,7 +251,7 @@ def test_bfloat16_forward(grids):
 
 
 def test_channels_last_gives_the_same_logits(grids):
-    model = _randomise(MODELS["resnet18"](num_nodes=9)).eval()
+    model = randomise(MODELS["resnet18"](num_nodes=9)).eval()
     with torch.no_grad():
         reference = model(grids)
         feats, logits = model.to(memory_format=torch.channels_last).embed(

@@ -9,7 +9,7 @@ initialisation or a checkpoint file the user gives).
 
 import re
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 PYTHON_APIS = re.compile(
     r"\burllib\.request\b|\bfrom urllib import request\b|\bhttp\.client\b|^\s*import requests\b|\burlopen\(|"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from wsi.bin.nms import main
 from wsi.eval.detections import read_detections
 from wsi.eval.nms import nms
@@ -203,3 +203,14 @@ def test_the_library_checks_a_map_it_is_given(array, message):
 
     with pytest.raises(ArrayFileError, match=message):
         nms(array)
+
+
+@pytest.mark.parametrize("level", [None, "2"])
+def test_detections_use_the_sidecar_cell_not_2_to_the_level(level2_map, tmp_path, level):
+    # Level 2 of a 4×-step pyramid: 16 level-0 px per cell, where 2**2 is 4 and the default 2**6 is 64.
+    root, hot = level2_map
+    extra = [] if level is None else ["--level", level]
+    assert main([str(root / "probs" / "Tumor_001.npy"), str(tmp_path / "det.csv"), "--radius", "1", *extra]) == 0
+    probs, xs, ys = read_detections(tmp_path / "det.csv")
+    assert probs.tolist() == [0.9, 0.8]
+    assert list(zip(xs.tolist(), ys.tolist())) == [(int((i + 0.5) * 16), int((j + 0.5) * 16)) for i, j in hot]

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import wsi
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11's tomllib")
 

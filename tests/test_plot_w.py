@@ -10,8 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import ROOT
-from tests.test_checkpoint import write_torch03_checkpoint
+from tests.helpers import ROOT, write_torch03_checkpoint
 from wsi.bin import plot_W
 from wsi.model import CRF, MODELS
 from wsi.model.checkpoint import save_checkpoint

@@ -11,10 +11,9 @@ import numpy as np
 import openslide
 import pytest
 import torch
-from scipy import ndimage
 
+from tests.helpers import make_slide, texture, with_torch_pass  # noqa: F401 (texture: imported from here by older code)
 from wsi.bin import probs_map as cli
-from wsi.data.pyramid import write_pyramid_from_array
 from wsi.data.slide import open_slide
 from wsi.data.wsi_producer import GridWSIPatchDataset
 from wsi.geometry import GeometryError, GridSpec, mask_geometry
@@ -27,20 +26,6 @@ from wsi.model.checkpoint import save_checkpoint
 GRID = GridSpec(96, 32, 28)
 LEVEL = 4  # stride 16: patch_size 32 is 2 strides
 SLIDE_W, SLIDE_H = 600, 420  # level 4: 38 x 27 (rounded up from 37.5 x 26.25)
-
-
-def texture(height, width, seed):
-    """Smooth random RGB texture ``[h, w, 3]`` uint8: every patch looks different to the network."""
-    rng = np.random.default_rng(seed)
-    img = ndimage.gaussian_filter(rng.integers(0, 256, (height, width, 3)).astype(float), (2, 2, 0))
-    img = (img - img.min()) / (img.max() - img.min()) * 255
-    return img.round().astype(np.uint8)
-
-
-def make_slide(path, width=SLIDE_W, height=SLIDE_H, seed=0):
-    # Lossless, so that every read of a pixel gives the same value whatever the region read.
-    write_pyramid_from_array(path, texture(height, width, seed), compression="zlib")
-    return path
 
 
 def make_model(use_crf=True, seed=0):
@@ -276,7 +261,7 @@ def inputs(tmp_path_factory, crf_model):
 
 
 def run_cli(argv, capsys):
-    status = cli.main([str(a) for a in argv])
+    status = cli.main(with_torch_pass("probs_map", argv))
     return status, capsys.readouterr().err
 
 
@@ -296,7 +281,7 @@ def test_cli_runs_as_a_script():
     import subprocess
     import sys
 
-    from tests.conftest import ROOT
+    from tests.helpers import ROOT
 
     done = subprocess.run([sys.executable, str(ROOT / "wsi" / "bin" / "probs_map.py"), "--help"],
                           capture_output=True, text=True, cwd=ROOT.parent)

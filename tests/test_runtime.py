@@ -18,7 +18,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 GUARD = ROOT / "tests" / "network_guard"
 HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
@@ -131,8 +131,7 @@ def broken_openvino(tmp_path, how):
 def test_a_broken_openvino_falls_back_to_pytorch_in_one_line(tmp_path, how, reason):
     """probs_map.py with the default --runtime auto: the map is made by PyTorch's pass, one warning, no traceback;
     the same with --runtime openvino is one error line and exit 2."""
-    from tests.test_inference_model import randomised_model
-    from tests.test_probs_map import make_slide
+    from tests.helpers import make_slide, randomised_model
     from wsi.model.checkpoint import save_checkpoint
 
     slide = make_slide(tmp_path / "slide.tif", 1600, 1088)  # level 6: 25 × 17
@@ -182,3 +181,64 @@ def test_two_calls_of_the_openvino_pass_do_not_alias(tmp_path):
     """, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split() == ["True", "True"]
+
+
+# The compiled pass itself: its precision setting, and two calls that do not share output buffers ------------------
+OPENVINO_PASS = """
+import json
+import torch
+from tests.helpers import randomised_model
+from wsi.model.runtime import import_openvino, runtime_embed
+
+ov = import_openvino()
+compiled, real = [], ov.Core.compile_model
+
+
+def spy(self, *args, **kwargs):  # the CompiledModel the runtime makes, to read its settings back
+    model = real(self, *args, **kwargs)
+    compiled.append(model)
+    return model
+
+
+ov.Core.compile_model = spy
+model = randomised_model()
+embed = runtime_embed(model, "openvino", 32, threads=1)
+first_in, second_in = (torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(s)) for s in (1, 2))
+first = embed(first_in)
+kept = [t.clone() for t in first]
+second = embed(second_in)
+with torch.no_grad():
+    reference = model.embed(first_in)
+print(json.dumps({
+    "precision": compiled[-1].get_property("INFERENCE_PRECISION_HINT").get_type_name(),
+    "first_kept": all(torch.equal(a, b) for a, b in zip(first, kept)),
+    "calls_differ": not torch.equal(first[1], second[1]),
+    "dtypes": [str(t.dtype) for t in (*first, *second)],
+    "error": max(float((a - b).abs().max()) for a, b in zip(first, reference)),
+}))
+"""
+
+
+@pytest.fixture(scope="module")
+def openvino_pass(tmp_path_factory):
+    """What the OpenVINO pass of a random ResNet-18 + CRF gives, run under the network guard (as above)."""
+    tmp_path = tmp_path_factory.mktemp("openvino_pass")
+    done, _ = run_guarded(OPENVINO_PASS, tmp_path)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@requires_openvino
+def test_openvino_pass_is_compiled_in_float32(openvino_pass):
+    # The setting itself, not only the map: on a CPU with bfloat16 units (this machine's has AVX512-BF16) OpenVINO
+    # would lower the precision by itself, and a map within 1e-5 on one machine would drift on another.
+    assert openvino_pass["precision"] == "f32"
+    assert openvino_pass["dtypes"] == ["torch.float32"] * 4
+    assert openvino_pass["error"] <= 1e-4  # the float32 pass of the same network
+
+
+@requires_openvino
+def test_openvino_pass_second_call_leaves_the_first_outputs_alone(openvino_pass):
+    # The infer request reuses its output buffers: outputs handed out without a copy change under the caller.
+    assert openvino_pass["calls_differ"]
+    assert openvino_pass["first_kept"]

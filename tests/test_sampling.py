@@ -7,10 +7,10 @@ The slides are OpenSlide-readable pyramids of the synthetic layouts of :func:`ws
 import numpy as np
 import pytest
 
+from tests.helpers import MASK_LEVEL, SLIDES, make_dataset, tissue_mask_of  # noqa: F401
 from wsi.bin import sample_coords
 from wsi.data.annotation import Annotation, Polygon
 from wsi.data.coords import read_coords
-from wsi.data.pyramid import pyramid_dimensions, write_pyramid
 from wsi.data.labels import distance_to_boundary, grid_labels, is_normal
 from wsi.data.sampling import normal_candidates, spread, tissue_fraction, tumour_candidates
 from wsi.geometry import MaskGeometry
@@ -20,44 +20,7 @@ from wsi.geometry import mask_geometry as slide_mask_geometry
 def mask_geometry(mask_shape, level0):
     """The geometry of a mask on a slide known by its level-0 size only."""
     return slide_mask_geometry([level0], [1.0], mask_shape)
-from wsi.synthetic import plan_slide
 
-# pid, width, height, seed, tumours, hole, JSON written
-SLIDES = [
-    ("Tumor_001", 2048, 2048, 1, 2, True, True),
-    ("Tumor_002", 2000, 1900, 2, 1, False, True),  # level sizes not powers of two: 2000/125 ≠ 1900/119
-    ("Normal_001", 2048, 2048, 3, 0, False, True),
-    ("Normal_002", 1536, 1536, 4, 0, False, False),  # no JSON: normal by its name
-]
-MASK_LEVEL = 4  # 16 level-0 pixels per mask pixel
-
-
-def tissue_mask_of(tissue, width, height, level=MASK_LEVEL):
-    """Boolean [x, y] mask at ``level``: the synthetic tissue at the pixel centres."""
-    mw, mh = pyramid_dimensions(width, height)[level]
-    xs = (np.arange(mw) + 0.5) * width / mw
-    ys = (np.arange(mh) + 0.5) * height / mh
-    points = np.stack(np.meshgrid(xs, ys, indexing="ij"), axis=-1).reshape(-1, 2)
-    return tissue.contains(points).reshape(mw, mh)
-
-
-def make_dataset(root, slides=SLIDES, level=MASK_LEVEL):
-    """Write blank slides, JSONs and tissue masks under ``root``; return {pid: (annotation, mask, level0)}."""
-    (root / "wsi").mkdir(parents=True, exist_ok=True)
-    (root / "json").mkdir(exist_ok=True)
-    (root / "mask").mkdir(exist_ok=True)
-    truth = {}
-    for pid, width, height, seed, tumours, hole, with_json in slides:
-        tissue, annotation, _ = plan_slide(width, height, seed=seed, num_tumours=max(tumours, 1),
-                                           tumour_size=(500, 800), with_hole=hole, normal=tumours == 0)
-        write_pyramid(root / "wsi" / f"{pid}.tif", lambda lv, x, y, w, h: np.full((h, w, 3), 240, np.uint8),
-                      width, height)
-        if with_json:
-            annotation.to_json(root / "json" / f"{pid}.json")
-        mask = tissue_mask_of(tissue, width, height, level)
-        np.save(root / "mask" / f"{pid}.npy", mask)
-        truth[pid] = (annotation, mask, (width, height))
-    return truth
 
 
 @pytest.fixture(scope="module")

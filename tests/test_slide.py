@@ -129,3 +129,19 @@ def test_every_slide_error_is_a_wsi_error():
     for cls in (SlideNotFoundError, NotAFileError, NotAFolderError, UnsupportedSlideError, LevelError,
                 RegionReadError):
         assert issubclass(cls, SlideError) and issubclass(cls, WSIError)
+
+
+# A fault case moved from tests/test_faults.py (the world is conftest.py's ``world``) ----------------------------------
+def test_read_errors_survive_worker_pickling():
+    """A DataLoader or pool worker sends its exception to the main process by pickling: it must rebuild."""
+    import pickle
+
+    from wsi.data.image_producer import UnreadableImage
+    from wsi.data.slide import LevelError, RegionReadError
+    from wsi.errors import OutputError
+
+    for err in (RegionReadError("s.tif", 0, (1, 2), (3, 4), "Not a JPEG file"), LevelError("s.tif", 9, [0, 1]),
+                OutputError("/x/y.npy", "Read-only file system"), UnreadableImage("3.png", "truncated")):
+        copy = pickle.loads(pickle.dumps(err))
+        assert type(copy) is type(err) and str(copy) == str(err)
+    assert pickle.loads(pickle.dumps(RegionReadError("s.tif", 0, (1, 2), (3, 4), "bad"))).reason == "bad"

@@ -5,7 +5,7 @@ import pytest
 from skimage.color import rgb2hsv
 from skimage.filters import threshold_otsu
 
-from tests.conftest import data_path
+from tests.helpers import assert_one_error, call, data_path
 from wsi.bin.tissue_mask import main
 from wsi.data.pyramid import write_pyramid_from_array
 from wsi.data.slide import open_slide
@@ -125,3 +125,12 @@ def test_level_auto_picks_each_slides_level_nearest_64(tmp_path):
         assert side["level"] == level and side["stride"] == 64
     with pytest.raises(SystemExit):
         main([str(slides), str(tmp_path / "masks"), "--level", "near"])
+
+
+# A fault case moved from tests/test_faults.py (the world is conftest.py's ``world``) ----------------------------------
+def test_tissue_mask_names_the_damaged_tile(world, tmp_path, capsys):
+    status, err = call(main, [world / "damaged" / "Tumor_001.tif", tmp_path / "m.npy", "--level", "2"],
+                       capsys)
+    assert status == 2
+    assert_one_error(err, "tile at level-2 pixel (64, 0)", "damaged")
+    assert list(tmp_path.iterdir()) == []

@@ -9,57 +9,18 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT, SETS, SMALL, write_config  # noqa: F401 (SETS, SMALL: read by older code)
 from wsi.monitor import read_scalars as monitor_scalars
-from wsi.bin.patch_gen import main as patch_gen
 from wsi.bin.train import main
 from wsi.data.coords import write_coords
-from wsi.synthetic import make_synthetic_slide
 
-# Grids of 3×3 cells of 16 px (the smallest that runs quickly through ResNet-18), batch 2: 4 training grids per
-# class make 2 steps, 2 validation grids 1 step.
-SMALL = {"model": "resnet18", "use_crf": True, "batch_size": 2, "image_size": 48, "patch_size": 16, "crop_size": 16,
-         "lr": 0.001, "momentum": 0.9, "epoch": 1, "log_every": 1}
-SETS = ("tumor_train", "normal_train", "tumor_valid", "normal_valid")
 STEP_LINE = re.compile(r"Epoch : (\d+), Step : (\d+), Training Loss : \d+\.\d{5}, Training Acc : \d\.\d{3}, "
                        r"Run Time : \d+\.\d{2}$")
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    """A synthetic tumour slide, its JSON, four coordinate lists and their patch folders."""
-    root = tmp_path_factory.mktemp("train")
-    slide = make_synthetic_slide(root / "slides" / "Tumor_001.tif", width=1024, height=1024, seed=11, num_tumours=1,
-                                 tumour_size=(400, 600), json_path=root / "jsons" / "Tumor_001.json")
-    cx, cy = (int(v) for v in slide.annotation.positive[0].vertices().mean(axis=0))
-    tumour = [("Tumor_001", cx + dx, cy + dy) for dx, dy in [(0, 0), (12, 0), (0, 12), (-12, 0), (6, 6), (-6, -6)]]
-    normal = [("Tumor_001", x, y) for x, y in [(60, 60), (960, 60), (60, 960), (960, 960), (100, 100), (900, 900)]]
-    lists = {"tumor_train": tumour[:4], "normal_train": normal[:4], "tumor_valid": tumour[4:],
-             "normal_valid": normal[4:]}
-    for name, rows in lists.items():
-        write_coords(root / f"{name}.txt", rows)
-        assert patch_gen([str(root / "slides"), str(root / f"{name}.txt"), str(root / "patches" / name),
-                          "--patch_size", "48", "--num_process", "1"]) == 0
-    return root
 
 
 @pytest.fixture(autouse=True)
 def one_thread(one_torch_thread):
     """Every test of this file runs with one torch thread (tests/conftest.py)."""
-
-
-def write_config(data, path, on_the_fly=False, **changes):
-    cfg = dict(SMALL)
-    for name in SETS:
-        if on_the_fly:
-            cfg[f"coords_{name}"] = str(data / f"{name}.txt")
-        else:
-            cfg[f"data_path_{name}"] = str(data / "patches" / name)
-    if on_the_fly:
-        cfg.update(wsi_path_train=str(data / "slides"), wsi_path_valid=str(data / "slides"))
-    cfg.update(json_path_train=str(data / "jsons"), json_path_valid=str(data / "jsons"), **changes)
-    path.write_text(json.dumps(cfg, indent=1))
-    return path, cfg
 
 
 #: The original's tags and the skip counts; the other tags train.py writes are tests/test_train_tensorboard.py's.

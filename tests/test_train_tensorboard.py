@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.test_train import data, one_thread, write_config  # noqa: F401 (fixtures)
+from tests.helpers import write_config
 from wsi.bin.train import main
 from wsi.config import load_config
 from wsi.model import inference_model, load_model
@@ -18,6 +18,12 @@ from wsi.monitor.images import NORMAL_RGB, TUMOUR_RGB, grid_mosaic
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 from tensorboard.plugins.hparams import plugin_data_pb2  # noqa: E402
 from tensorboard.util import tensor_util  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def one_thread(one_torch_thread):
+    """Every test of this file runs with one torch thread (tests/conftest.py)."""
+
 
 REGION = "256,256,512,384"
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT, call
 from wsi.bin.camelyon16xml2json import main
 
 CAMELYON16_XML = """<?xml version="1.0"?>
@@ -178,3 +178,18 @@ def test_runs_as_a_script(xml_file, tmp_path):
                           str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [f"camelyon16xml2json: error: {tmp_path / 'none.xml'}: no such XML file"]
+
+
+# A fault case moved from tests/test_faults.py (the world is conftest.py's ``world``) ----------------------------------
+def test_xml_folder_mode_prints_one_line_per_bad_xml(world, tmp_path, capsys):
+    xml_dir = tmp_path / "xml"
+    xml_dir.mkdir()
+    good = (world / "xml" / "Tumor_001.xml").read_bytes()
+    (xml_dir / "Tumor_001.xml").write_bytes(good)
+    (xml_dir / "Tumor_002.xml").write_bytes(good[:len(good) // 2])
+    (xml_dir / "Tumor_003.xml").write_bytes(b"")
+    status, err = call(main, [xml_dir, tmp_path / "json"], capsys)
+    assert status == 2 and "Traceback" not in err
+    lines = [line for line in err.splitlines() if " error: " in line]
+    assert len(lines) == 2 and "Tumor_002.xml" in lines[0] and "Tumor_003.xml" in lines[1]
+    assert sorted(p.name for p in (tmp_path / "json").iterdir()) == ["Tumor_001.json"]
