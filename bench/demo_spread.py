@@ -179,6 +179,8 @@ def print_spread(table):
             if q[key] is None:
                 return "n/a"
             med, low, high = q[key]
+            if digits == 0:  # counts: the median of an even number of runs may be a half
+                return f"{med:g} [{low}, {high}]"
             return f"{med:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
         print(f"{NAMES[tag]:<24} {fmt('froc'):>20} {fmt('auc'):>20} {fmt('fps', 0):>16} {fmt('valid_loss', 4):>24}")
 
