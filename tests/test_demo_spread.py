@@ -45,7 +45,7 @@ def test_the_band_is_what_the_readme_states():
         assert f"FPs {low}–{high}" in readme
 
 
-@pytest.mark.slow  # a whole demo (~3 min idle); the band stays provisional until the grid is complete (docs/demo.md)
+@pytest.mark.slow  # a whole demo with 2 × 60 training steps (~4 min on 2 idle cores): too long for the default suite
 def test_the_demo_under_avx2_kernels_is_inside_the_band(tmp_path):
     """The full demo (seed 0) with AVX2 kernels instead of this CPU's default: its table lies inside the band."""
     rows, _ = main(["--settings", "avx2", "--seeds", "0", "--single_thread", "-1", "--out", str(tmp_path)])
