@@ -4,8 +4,8 @@ import shutil
 
 import numpy as np
 import pytest
-import tifffile
 
+from tests.helpers import tiles_across, zero_tile
 from wsi.data.pyramid import write_pyramid_from_array
 from wsi.data.slide import open_slide
 from wsi.inference.damaged import failed_report_path, positions_using, read_block_tolerant, write_failed_report
@@ -19,13 +19,7 @@ def slides(tmp_path_factory):
     intact, damaged = folder / "intact.tif", folder / "damaged.tif"
     write_pyramid_from_array(intact, pixels, tile_size=64)
     shutil.copyfile(intact, damaged)
-    with tifffile.TiffFile(damaged) as tif:
-        page = tif.pages[0]
-        across = -(-page.imagewidth // page.tilewidth)
-        offset, count = page.dataoffsets[2 * across + 1], page.databytecounts[2 * across + 1]
-    with open(damaged, "r+b") as handle:
-        handle.seek(offset)
-        handle.write(b"\0" * count)
+    zero_tile(damaged, 0, 2 * tiles_across(damaged, 0) + 1)
     return intact, damaged
 
 
