@@ -9,13 +9,11 @@ import pytest
 import torch
 
 from tests.helpers import (COORDS, DATA, DAMAGED_TILE, GRID_CFG, JSONS, MASK_LEVEL, NCRF_REFERENCE,  # noqa: F401
-                           ROOT, SHARED, SIZE, TILE, data_path, requires_reference, tiles_across, write_train_config,
-                           zero_tile)
+                           ROOT, SHARED, SIZE, TILE, data_path, requires_reference, save_grid_model, tiles_across,
+                           write_train_config, zero_tile)
 from wsi.bin.patch_gen import main as patch_gen
 from wsi.data.coords import write_coords
 from wsi.data.slide import open_slide
-from wsi.model import MODELS
-from wsi.model.checkpoint import save_checkpoint
 from wsi.synthetic import make_synthetic_slide
 
 
@@ -67,11 +65,7 @@ def world(tmp_path_factory):
         cfg[f"data_path_{name}"] = "/unused/"
     cfg.update(json_path_train="/unused/", json_path_valid="/unused/")
     (root / "cfg.json").write_text(json.dumps(cfg, indent=1))
-    torch.manual_seed(0)
-    model = MODELS["resnet18"](num_nodes=9, use_crf=True)
-    with torch.no_grad():
-        model.crf.W.normal_(0.0, 1.0)
-    save_checkpoint(root / "model.ckpt", model.eval(), epoch=1, step=1, cfg=cfg)
+    save_grid_model(root / "model.ckpt", cfg)
 
     # A level-4 mask: a 12×12 block of positions around the damaged tile (centres 128 .. 304).
     with open_slide(made.slide_path) as slide:

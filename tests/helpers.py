@@ -135,6 +135,17 @@ def write_torch03_checkpoint(path, obj):
 
 
 # Slides --------------------------------------------------------------------------------------------------------------
+def save_grid_model(path, cfg):
+    """A ResNet-18 + CRF of seed 0 with W ~ N(0, 1) (a CRF that moves the logits), saved as a checkpoint of ``cfg``."""
+    from wsi.model.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    model = MODELS["resnet18"](num_nodes=9, use_crf=True)
+    with torch.no_grad():
+        model.crf.W.normal_(0.0, 1.0)
+    save_checkpoint(path, model.eval(), epoch=1, step=1, cfg=cfg)
+
+
 def texture(height, width, seed):
     """Smooth random RGB texture ``[h, w, 3]`` uint8: every patch looks different to the network."""
     rng = np.random.default_rng(seed)

@@ -10,10 +10,9 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 
-from tests.helpers import (DAMAGED_TILE, GRID_CFG, HOST, TILE, assert_one_error, call, dead_pid, start, stop_when,
-                           temporaries, tiles_across, zero_tile)
+from tests.helpers import (DAMAGED_TILE, GRID_CFG, HOST, TILE, assert_one_error, call, dead_pid, save_grid_model,
+                           start, stop_when, temporaries, tiles_across, zero_tile)
 from wsi.bin import probs_map
 
 
@@ -140,8 +139,6 @@ def off_diagonal(world, tmp_path_factory):
     """The world's slide with only tile (3, 1) damaged, a model whose config crops 14 of 16, and a level-3 mask
     of a block of positions wider in x than in y around the tile (x 16..39, y 4..19)."""
     from wsi.data.slide import open_slide
-    from wsi.model import MODELS
-    from wsi.model.checkpoint import save_checkpoint
 
     root = tmp_path_factory.mktemp("off_diagonal")
     (root / "damaged").mkdir()
@@ -150,11 +147,7 @@ def off_diagonal(world, tmp_path_factory):
     zero_tile(root / "damaged" / "Tumor_001.tif", 0, row * tiles_across(world / "slides" / "Tumor_001.tif", 0) + col)
     cfg = {**json.loads((world / "cfg.json").read_text()), "crop_size": OFF_GRID["crop_size"]}
     (root / "cfg.json").write_text(json.dumps(cfg, indent=1))
-    torch.manual_seed(0)
-    model = MODELS["resnet18"](num_nodes=9, use_crf=True)
-    with torch.no_grad():
-        model.crf.W.normal_(0.0, 1.0)
-    save_checkpoint(root / "model.ckpt", model.eval(), epoch=1, step=1, cfg=cfg)
+    save_grid_model(root / "model.ckpt", cfg)
     with open_slide(world / "slides" / "Tumor_001.tif") as slide:
         mask = np.zeros(slide.level_dimensions[OFF_LEVEL], dtype=bool)
     mask[16:40, 4:20] = True
@@ -202,8 +195,10 @@ def test_probs_map_damaged_tile_with_crop_unlike_stride_costs_only_its_positions
     assert {(int(x), int(y)) for x, y in zip(*np.nonzero(failed))} == off_diagonal_expected(mask, mode)
     assert np.all(hurt[failed] == 0)
     # Every other position reads whole crops, as on the clean slide: a block split around the damaged tile
-    # must read each needed patch at its crop size, not its stride.
-    assert np.abs(hurt - clean)[~failed].max() <= 1e-6
+    # must read each needed patch at its crop size, not its stride (a wrong read moves a map by far more than 1e-5).
+    # Within 1e-5, the project's tolerance between CNN passes: the faithful mode leaves unreadable grids out of their
+    # batch, so the other grids run in batches of another size, which float32 kernels round differently (~1e-6).
+    assert np.abs(hurt - clean)[~failed].max() <= 1e-5
     assert not temporaries(tmp_path)
 
 
