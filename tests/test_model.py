@@ -8,8 +8,11 @@ import torch
 
 from tests.helpers import randomise
 from wsi.errors import InputError
-from wsi.model import CRF, MODELS, ResNetGrid, build_model, grid_size
+from wsi.model import MODELS
+from wsi.model.build import build_model, grid_size
 from wsi.model.checkpoint import load_model_state
+from wsi.model.layers import CRF
+from wsi.model.resnet import ResNetGrid
 
 CROP = 32  # small crops keep the tests fast; the pooling is adaptive, so any size ≥ 32 works
 
