@@ -1,5 +1,8 @@
 """wsi.data.patches: the original's patch geometry, the checks a re-run relies on, and the worker's slides."""
 
+import multiprocessing
+import signal
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -76,3 +79,18 @@ def test_a_run_in_this_process_leaves_no_slide_open(tmp_path):
                                       progress=False)
     assert result.written == len(lines) and not result.failed and len(patches._slides) == 0
     assert np.asarray(Image.open(tmp_path / "out" / "5.png")).max() == 50
+
+
+def _worker_signals():
+    return signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+
+
+def test_pool_workers_leave_ctrl_c_to_the_parent_and_die_on_sigterm():
+    # The parent runs under run_command's Python SIGTERM handler; a worker that kept it could miss Pool.terminate's
+    # SIGTERM while waiting for a task (the handler only sets a flag), and the run would hang at its end.
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        with multiprocessing.get_context("fork").Pool(1, initializer=patches._ignore_interrupts) as pool:
+            assert pool.apply(_worker_signals) == (signal.SIG_IGN, signal.SIG_DFL)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
