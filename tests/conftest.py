@@ -1,5 +1,5 @@
 """Shared fixtures. Importable helpers (paths, synthetic slides and models, the fault cases' checks) are in
-``tests/helpers.py``; the names below are re-exported for code that still imports them from here."""
+``tests/helpers.py``."""
 
 import json
 import shutil
@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import (COORDS, DATA, DAMAGED_TILE, GRID_CFG, JSONS, MASK_LEVEL, NCRF_REFERENCE,  # noqa: F401
-                           ROOT, SHARED, SIZE, TILE, data_path, requires_reference, save_grid_model, tiles_across,
+from tests.helpers import (DAMAGED_TILE, GRID_CFG, MASK_LEVEL, SIZE, TILE, data_path, save_grid_model, tiles_across,
                            write_train_config, zero_tile)
 from wsi.bin.patch_gen import main as patch_gen
 from wsi.data.coords import write_coords

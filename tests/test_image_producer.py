@@ -11,8 +11,8 @@ from tests.helpers import COORDS, JSONS
 from wsi.bin.patch_gen import main as patch_gen
 from wsi.data.annotation import Annotation, Polygon
 from wsi.data.coords import read_coords, write_coords
-from wsi.data.image_producer import (JITTER, DatasetError, GridDraws, GridImageDataset, GridSlideDataset,
-                                     color_jitter, draw_augmentation, make_grid)
+from wsi.data.draws import JITTER, GridDraws, draw_augmentation
+from wsi.data.image_producer import DatasetError, GridImageDataset, GridSlideDataset, color_jitter, make_grid
 from wsi.data.labels import grid_labels
 from wsi.geometry import GridSpec
 
@@ -257,7 +257,8 @@ def he_grids(tmp_path_factory):
 
 
 def test_device_path_equals_the_per_item_path(he_grids):
-    from wsi.data.grid_augment import DRAW_FIELDS, augment_grids
+    from wsi.data.draws import DRAW_FIELDS
+    from wsi.data.grid_augment import augment_grids
 
     root = he_grids
     args = (root / "slides", root / "coords.txt", root / "jsons", 192, 64, 56)

@@ -12,7 +12,7 @@ import openslide
 import pytest
 import torch
 
-from tests.helpers import make_slide, texture, with_torch_pass  # noqa: F401 (texture: imported from here by older code)
+from tests.helpers import make_slide, with_torch_pass
 from wsi.bin import probs_map as cli
 from wsi.data.slide import open_slide
 from wsi.data.wsi_producer import GridWSIPatchDataset

@@ -7,7 +7,7 @@ The slides are OpenSlide-readable pyramids of the synthetic layouts of :func:`ws
 import numpy as np
 import pytest
 
-from tests.helpers import MASK_LEVEL, SLIDES, make_dataset, tissue_mask_of  # noqa: F401
+from tests.helpers import SLIDES, make_dataset
 from wsi.bin import sample_coords
 from wsi.data.annotation import Annotation, Polygon
 from wsi.data.coords import read_coords

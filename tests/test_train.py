@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from tests.helpers import ROOT, SETS, SMALL, write_config  # noqa: F401 (SETS, SMALL: read by older code)
+from tests.helpers import ROOT, write_config
 from wsi.monitor import read_scalars as monitor_scalars
 from wsi.bin.train import main
 from wsi.data.coords import write_coords

@@ -22,7 +22,7 @@ level before scaling (README, "Differences from the original", gives the measure
 import torch
 
 from wsi.data.crops import crop_grid, normalize as scale_pixels
-from wsi.data.draws import DRAW_FIELDS, FACTORS, FLIP, JITTER_ON, ORDER, ROTATE, pack_draws, unpack_draws
+from wsi.data.draws import FACTORS, FLIP, JITTER_ON, ORDER, ROTATE
 from wsi.geometry import GridSpec
 from wsi.orientation import orient
 
@@ -143,7 +143,7 @@ def augment_grids(images, draws, patch_size, crop_size, normalize=True, channels
     Parameters
     ----------
     images : ``[B, S, S, 3]`` uint8 (rows = y), as the workers return them; any device.
-    draws : ``[B, DRAW_FIELDS]`` packed draws (:func:`pack_draws`), on the CPU (only indices and factors move).
+    draws : ``[B, DRAW_FIELDS]`` packed draws (:func:`~wsi.data.draws.pack_draws`), on the CPU (only indices and factors move).
     normalize : apply ``(x − 128) / 128``.
     channels_last : return crops whose memory is channels-last (same values).
 
@@ -162,5 +162,5 @@ def augment_grids(images, draws, patch_size, crop_size, normalize=True, channels
     return grids
 
 
-__all__ = ["ADJUSTMENTS", "DRAW_FIELDS", "adjust_brightness", "adjust_contrast", "adjust_hue", "adjust_saturation",
-           "augment_grids", "color_jitter", "orient_batch", "pack_draws", "pil_grey", "unpack_draws"]
+__all__ = ["ADJUSTMENTS", "adjust_brightness", "adjust_contrast", "adjust_hue", "adjust_saturation", "augment_grids",
+           "color_jitter", "orient_batch", "pil_grey"]

@@ -41,7 +41,7 @@ from wsi.constants import LABEL_MODES
 from wsi.data.annotation import load_annotations
 from wsi.data.coords import read_coords
 from wsi.data.crops import crop_grid, normalize as scale_pixels
-from wsi.data.draws import DRAW_FIELDS, JITTER, GridDraws, draw_augmentation, pack_draws
+from wsi.data.draws import DRAW_FIELDS, draw_augmentation, pack_draws
 from wsi.data.failed_items import FailedItem
 from wsi.data.labels import grid_labels
 from wsi.data.patches import check_wsi_dir, read_patch
@@ -86,7 +86,7 @@ def make_grid(image, labels, patch_size, crop_size, draws=None, normalize=True):
     ----------
     image : PIL RGB image or ``[S, S, 3]`` uint8 array (rows = y), S = image_size.
     labels : ``[P, P]`` label grid (row, col), S = P·patch_size; any dtype (tests pass cell numbers).
-    draws : :class:`GridDraws`, or None for no augmentation.
+    draws : :class:`~wsi.data.draws.GridDraws`, or None for no augmentation.
     normalize : apply ``(x − 128) / 128``.
 
     Returns ``(grids [P², 3, C, C] float32, labels [P²])`` as tensors, crop ``i = row·P + col``.
@@ -184,7 +184,7 @@ class _GridDataset(torch.utils.data.Dataset):
         return len(self._coords)
 
     def draws(self, idx):
-        """The :class:`GridDraws` of item ``idx`` at the current epoch (None without augmentation)."""
+        """The :class:`~wsi.data.draws.GridDraws` of item ``idx`` at the current epoch (None without augmentation)."""
         if not self._augment:
             return None
         return draw_augmentation(np.random.default_rng([self.seed, self.epoch, int(idx)]))
@@ -338,5 +338,5 @@ class GridSlideDataset(_GridDataset):
         self._handles.close()
 
 
-__all__ = ["DatasetError", "GridDraws", "GridImageDataset", "GridSlideDataset", "JITTER", "LABEL_MODES",
-           "color_jitter", "dataset_from_config", "draw_augmentation", "make_grid"]
+__all__ = ["DatasetError", "GridImageDataset", "GridSlideDataset", "LABEL_MODES", "color_jitter", "dataset_from_config",
+           "make_grid"]
