@@ -11,6 +11,7 @@ import torch
 from tests.helpers import (DAMAGED_TILE, GRID_CFG, MASK_LEVEL, SIZE, TILE, data_path, save_grid_model, tiles_across,
                            write_train_config, zero_tile)
 from wsi.bin.patch_gen import main as patch_gen
+from wsi.config import DATASETS
 from wsi.data.coords import write_coords
 from wsi.data.slide import open_slide
 from wsi.synthetic import make_synthetic_slide
@@ -60,7 +61,7 @@ def world(tmp_path_factory):
 
     # A tiny model (grid 48/16/16) and its config, for probs_map and plot_W.
     cfg = dict(GRID_CFG)
-    for name in ("tumor_train", "normal_train", "tumor_valid", "normal_valid"):
+    for name in DATASETS:
         cfg[f"data_path_{name}"] = "/unused/"
     cfg.update(json_path_train="/unused/", json_path_valid="/unused/")
     (root / "cfg.json").write_text(json.dumps(cfg, indent=1))

@@ -22,6 +22,7 @@ import tifffile
 import torch
 from scipy import ndimage
 
+from wsi.config import DATASETS
 from wsi.data.coords import read_coords, write_coords
 from wsi.data.pyramid import pyramid_dimensions, write_pyramid, write_pyramid_from_array
 from wsi.data.slide import open_slide
@@ -346,12 +347,11 @@ def dead_pid():
 # class make 2 steps, 2 validation grids 1 step.
 SMALL = {"model": "resnet18", "use_crf": True, "batch_size": 2, "image_size": 48, "patch_size": 16, "crop_size": 16,
          "lr": 0.001, "momentum": 0.9, "epoch": 1, "log_every": 1}
-SETS = ("tumor_train", "normal_train", "tumor_valid", "normal_valid")
 
 
 def write_config(data, path, on_the_fly=False, **changes):
     cfg = dict(SMALL)
-    for name in SETS:
+    for name in DATASETS:
         if on_the_fly:
             cfg[f"coords_{name}"] = str(data / f"{name}.txt")
         else:

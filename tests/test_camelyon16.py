@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import ROOT
+from wsi.config import DATASETS
 from wsi.synthetic import make_synthetic_slide
 
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="the scripts need bash")
@@ -145,7 +146,7 @@ def check_run(out, first, second, done_before, kill_at, level, grid, models, ext
                                                                ["Test_002", "Normal", "None", "None"]]
     assert sorted(p.name for p in (out / "jsons" / "valid").iterdir()) == ["Normal_141.json", "Tumor_101.json"]
     assert json.loads((out / "jsons" / "all" / "Normal_001.json").read_text()) == {"positive": [], "negative": []}
-    for name in ("tumor_train", "normal_train", "tumor_valid", "normal_valid"):
+    for name in DATASETS:
         rows = read_rows(out / "coords" / f"{name}.txt")
         assert rows and all(len(row) == 3 and row[1].isdigit() and row[2].isdigit() for row in rows)
         split = name.split("_")[1]

@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from tests.helpers import ROOT
+from wsi.config import DATASETS
 from wsi.data.annotation import Annotation
 
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="the demo scripts need bash")
@@ -94,7 +95,7 @@ def test_synthetic_slides_annotations_and_coordinate_lists(demo):
     assert read_rows(out / "test" / "reference.csv") == [["Normal_101", "Normal"], ["Tumor_101", "Tumor"]]
 
     lists = {}
-    for name in ("tumor_train", "normal_train", "tumor_valid", "normal_valid"):
+    for name in DATASETS:
         rows = read_rows(out / "coords" / f"{name}.txt")
         assert rows and all(len(row) == 3 for row in rows)
         lists[name] = [(pid, int(x), int(y)) for pid, x, y in rows]

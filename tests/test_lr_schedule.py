@@ -8,7 +8,7 @@ import torch
 
 from tests.helpers import write_config
 from wsi.bin.train import main
-from wsi.config import ConfigError, lr_at_step, validate_config
+from wsi.config import DATASETS, ConfigError, lr_at_step, validate_config
 
 
 @pytest.fixture(autouse=True)
@@ -18,7 +18,7 @@ def one_thread(one_torch_thread):
 
 BASE = {"model": "resnet18", "use_crf": True, "batch_size": 2, "image_size": 48, "patch_size": 16, "crop_size": 16,
         "lr": 0.01, "momentum": 0.9, "epoch": 1, "log_every": 1, "json_path_train": "j", "json_path_valid": "j",
-        **{f"data_path_{s}": "p" for s in ("tumor_train", "normal_train", "tumor_valid", "normal_valid")}}
+        **{f"data_path_{s}": "p" for s in DATASETS}}
 
 
 def test_without_the_keys_the_lr_is_the_original_constant():
