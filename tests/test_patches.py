@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from wsi.cli import _sigterm_raises
 from wsi.data import patches
 from wsi.data.patches import (PatchGenResult, check_wsi_dir, copy_list, is_complete_png, patch_top_left,
                               read_patch, summarize)
@@ -81,16 +82,14 @@ def test_a_run_in_this_process_leaves_no_slide_open(tmp_path):
     assert np.asarray(Image.open(tmp_path / "out" / "5.png")).max() == 50
 
 
+
 def _worker_signals():
     return signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
 
 
 def test_pool_workers_leave_ctrl_c_to_the_parent_and_die_on_sigterm():
-    # The parent runs under run_command's Python SIGTERM handler; a worker that kept it could miss Pool.terminate's
-    # SIGTERM while waiting for a task (the handler only sets a flag), and the run would hang at its end.
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    try:
+    # The parent runs under run_command's SIGTERM handler; a worker that kept it could miss Pool.terminate's SIGTERM
+    # while waiting for a task (the handler only sets a flag), and the run would hang at its end.
+    with _sigterm_raises():
         with multiprocessing.get_context("fork").Pool(1, initializer=patches._ignore_interrupts) as pool:
             assert pool.apply(_worker_signals) == (signal.SIG_IGN, signal.SIG_DFL)
-    finally:
-        signal.signal(signal.SIGTERM, previous)

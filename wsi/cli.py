@@ -46,17 +46,19 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so that ``finally`` blocks (temporary files) run."""
 
 
-_handler_owner = None  # the process that installed the SIGTERM handler
-
-
 def _raise_terminated(signum, frame):
-    if os.getpid() != _handler_owner:
-        # A forked worker (a pool's, a DataLoader's) inherited the handler: die as SIGTERM's default would,
-        # silently, and let the main process clean up and print the one line.
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)
-        return
     raise Terminated()
+
+
+def _default_sigterm_in_child():
+    # A forked worker (a pool's, a DataLoader's) must not keep the handler: it dies as SIGTERM's default would,
+    # silently, and the main process cleans up and prints the one line. Reset at the fork, not when the signal
+    # comes: a Python handler only sets a flag, which a worker blocked waiting for its next task may never see.
+    if signal.getsignal(signal.SIGTERM) is _raise_terminated:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+os.register_at_fork(after_in_child=_default_sigterm_in_child)
 
 
 @contextlib.contextmanager
@@ -65,8 +67,6 @@ def _sigterm_raises():
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    global _handler_owner
-    _handler_owner = os.getpid()
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         yield

@@ -260,12 +260,8 @@ def check_level_up_front(slide_path, level):
 
 
 def _ignore_interrupts():
-    """Pool workers leave Ctrl-C to the main process, which stops the pool: no traceback from each worker. SIGTERM
-    (how ``Pool.terminate`` stops them) gets its default action back: the Python handler a worker inherits from
-    ``run_command`` only sets a flag that a worker already waiting for its next task may never see (the signal can
-    land between Python's last check and the wait), and ``terminate`` would then wait for it for ever."""
+    """Pool workers leave Ctrl-C to the main process, which stops the pool: no traceback from each worker."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def summarize(result, out_dir):
